@@ -1,0 +1,41 @@
+"""Exception hierarchy: every error the library raises on purpose is a ``DeepWienerError``.
+
+The command line turns a ``DeepWienerError`` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DeepWienerError(Exception):
+    """Base class of all deliberate deepwiener errors."""
+
+
+class ConfigError(DeepWienerError, ValueError):
+    """A bad argument, option or configuration value."""
+
+
+class DataError(DeepWienerError, ValueError):
+    """Bad input data: NaN/inf, wrong shape, wrong length, missing column, checksum mismatch, ..."""
+
+
+class ModelFileError(DeepWienerError):
+    """A model or run file that cannot be read (corrupt, truncated, foreign, wrong version)."""
+
+
+def unknown_name(kind: str, name: object, valid: Iterable[str]) -> ConfigError:
+    """Build a ConfigError for an unknown name, listing the valid ones and a close match.
+
+    Args:
+        kind: what was named, e.g. ``"layer"``.
+        name: the name given.
+        valid: the accepted names.
+    """
+    valid = sorted(valid)
+    msg = f"unknown {kind} {name!r}; expected one of: {', '.join(valid)}"
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    return ConfigError(msg)
