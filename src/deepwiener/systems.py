@@ -1,0 +1,353 @@
+"""Discrete-time linear systems: the value objects that layers produce and engines simulate.
+
+Every linear layer turns its real parameters into one of these (``layer.discretize()``). A system is
+
+    x[k+1] = A x[k] + B u[k]                       x complex, u real
+    eta[k] = Re(C x[k+1]) + D u[k]                 readout "next" (proper, the S4/S5/LRU-paper convention)
+    eta[k] = Re(C x[k])   + D u[k]                 readout "current" (strictly proper, one-sample delay)
+
+Only one half of each complex-conjugate pair of modes is stored, so a system with ``n_state`` complex
+states is a real system of order ``2 * n_state`` (``real_matrices()``).
+
+Two structures exist:
+
+* ``DiagonalSSM``: A = diag(lam); MIMO ``B (n, d_in)``, ``C (d_out, n)``. LRU, S5 and S4D produce it.
+* ``DPLRSSM``: one SISO system per channel whose continuous-time matrix is diagonal plus low rank,
+  A_c = Lambda - P P^*, discretised by the bilinear transform (S4). Its impulse response comes from
+  Cauchy sums and the Woodbury identity; simulation by scan uses its eigendecomposition (``modal()``).
+
+Engines only talk to the methods of ``LinearSystem``; no ``isinstance`` dispatch is needed.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Readout = Literal["next", "current"]
+READOUTS: tuple[str, ...] = ("next", "current")
+
+
+def complex_dtype(real: torch.dtype) -> torch.dtype:
+    """The complex dtype paired with a real dtype (float32 -> complex64, float64 -> complex128)."""
+    return torch.complex128 if real == torch.float64 else torch.complex64
+
+
+def real_dtype(cplx: torch.dtype) -> torch.dtype:
+    """The real dtype paired with a complex dtype."""
+    return torch.float64 if cplx == torch.complex128 else torch.float32
+
+
+def powers(lam: Tensor, exponents: Tensor) -> Tensor:
+    """lam ** k for every k, computed as exp(k log lam) in complex128 for accuracy near |lam| = 1.
+
+    Args:
+        lam: (n,) complex, nonzero.
+        exponents: (m,) integer or real.
+
+    Returns:
+        (m, n) complex, same dtype as ``lam``.
+    """
+    log_lam = torch.log(lam.to(torch.complex128))  # (n,)
+    return torch.exp(exponents.to(torch.float64)[:, None] * log_lam[None, :]).to(lam.dtype)  # (m, n)
+
+
+class StateSpaceMatrices(NamedTuple):
+    """A real discrete-time state-space model (numpy float64), ``dt`` in seconds (1.0 = samples)."""
+
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    D: np.ndarray
+    dt: float
+
+
+class LinearSystem(abc.ABC):
+    """Common interface of the discrete-time systems. Subclasses are frozen dataclasses."""
+
+    D: Tensor  # (d_out, d_in) real
+    readout: Readout
+
+    @property
+    @abc.abstractmethod
+    def d_in(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def d_out(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one state (without the batch dimension)."""
+
+    @property
+    @abc.abstractmethod
+    def cdtype(self) -> torch.dtype:
+        """Complex dtype of the state."""
+
+    @abc.abstractmethod
+    def advance(self, x: Tensor, u_k: Tensor) -> Tensor:
+        """One state update. x: (batch, *state_shape) complex; u_k: (batch, d_in) real -> next state."""
+
+    @abc.abstractmethod
+    def observe(self, x: Tensor) -> Tensor:
+        """Re(C x). x: (..., *state_shape) complex -> (..., d_out) real."""
+
+    @abc.abstractmethod
+    def markov(self, length: int) -> Tensor:
+        """Markov parameters Re(C A^m B) for m = 0..length-1: (length, d_out, d_in) real."""
+
+    @abc.abstractmethod
+    def modal(self) -> tuple[DiagonalSSM, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """The same system in modal (diagonal) coordinates.
+
+        Returns:
+            (diagonal system, to_modal, from_modal): the two functions map states
+            (batch, *state_shape) <-> (batch, n_modes).
+        """
+
+    @abc.abstractmethod
+    def dense(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Complex dense matrices (A (N, N), B (N, d_in), C (d_out, N)) of the half-pair system."""
+
+    def init_state(self, batch: int) -> Tensor:
+        """Zero state: (batch, *state_shape) complex."""
+        return torch.zeros((batch, *self.state_shape), dtype=self.cdtype, device=self.D.device)
+
+    def output(self, x: Tensor, x_next: Tensor, u_k: Tensor) -> Tensor:
+        """eta[k] from the states before and after the update and the input. Returns (batch, d_out)."""
+        read = x_next if self.readout == "next" else x
+        return self.observe(read) + u_k @ self.D.T
+
+    def impulse_response(self, length: int) -> Tensor:
+        """Input-to-output kernel h with eta[k] = sum_j h[k-j] u[j] from a zero state.
+
+        Includes D and the readout delay. Returns (length, d_out, d_in) real.
+        """
+        if self.readout == "next":
+            h = self.markov(length)
+            return torch.cat([h[:1] + self.D, h[1:]], dim=0)
+        h = self.markov(max(length - 1, 0))
+        return torch.cat([self.D[None], h], dim=0)[:length]
+
+    def real_matrices(self, dt: float = 1.0) -> StateSpaceMatrices:
+        """Exact real realisation of order 2N: states [Re x; Im x], numpy float64.
+
+        A complex mode block gives [[Re A, -Im A], [Im A, Re A]], rows [Re B; Im B] and columns
+        [Re C, -Im C]. With readout "next" the output reads x[k+1], so the realisation is
+        (A, B, C A, C B + D).
+        """
+        A, B, C = (t.detach().to(torch.complex128).cpu().numpy() for t in self.dense())
+        Ar = np.block([[A.real, -A.imag], [A.imag, A.real]])
+        Br = np.vstack([B.real, B.imag])
+        Cr = np.hstack([C.real, -C.imag])
+        Dr = self.D.detach().to(torch.float64).cpu().numpy().copy()
+        if self.readout == "next":
+            Cr, Dr = Cr @ Ar, Cr @ Br + Dr
+        return StateSpaceMatrices(Ar, Br, Cr, Dr, float(dt))
+
+
+@dataclass(frozen=True, eq=False)
+class DiagonalSSM(LinearSystem):
+    """x[k+1] = lam * x[k] + B u[k]; eta = Re(C x) + D u.
+
+    Attributes:
+        lam: (n,) complex discrete eigenvalues.
+        B: (n, d_in) complex.
+        C: (d_out, n) complex.
+        D: (d_out, d_in) real.
+        readout: "next" or "current".
+    """
+
+    lam: Tensor
+    B: Tensor
+    C: Tensor
+    D: Tensor
+    readout: Readout = "next"
+
+    @property
+    def d_in(self) -> int:
+        return self.B.shape[1]
+
+    @property
+    def d_out(self) -> int:
+        return self.C.shape[0]
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return (self.lam.shape[0],)
+
+    @property
+    def cdtype(self) -> torch.dtype:
+        return self.lam.dtype
+
+    def drive(self, u: Tensor) -> Tensor:
+        """B u for a whole sequence. u: (batch, time, d_in) real -> (batch, time, n) complex."""
+        return u.to(self.B.dtype) @ self.B.T
+
+    def advance(self, x: Tensor, u_k: Tensor) -> Tensor:
+        return self.lam * x + u_k.to(self.B.dtype) @ self.B.T
+
+    def observe(self, x: Tensor) -> Tensor:
+        return (x @ self.C.T).real
+
+    def markov(self, length: int) -> Tensor:
+        pw = powers(self.lam, torch.arange(length, device=self.lam.device))  # (m, n)
+        return torch.einsum("on,mn,ni->moi", self.C, pw, self.B).real
+
+    def free_response(self, x0: Tensor, length: int) -> Tensor:
+        """Output of the unforced system from x0. x0: (batch, n) -> (batch, length, d_out) real."""
+        shift = 1 if self.readout == "next" else 0
+        pw = powers(self.lam, torch.arange(length, device=self.lam.device) + shift)  # (t, n)
+        return torch.einsum("bn,tn,on->bto", x0, pw, self.C).real
+
+    def final_state(self, x0: Tensor, bu: Tensor) -> Tensor:
+        """x[T] = lam^T x0 + sum_j lam^(T-1-j) (B u)[j]. x0: (batch, n), bu: (batch, T, n) -> (batch, n)."""
+        T = bu.shape[1]
+        pw = powers(self.lam, torch.arange(T, -1, -1, device=self.lam.device))  # (T+1, n): lam^T .. lam^0
+        return pw[0] * x0 + torch.einsum("btn,tn->bn", bu, pw[1:])
+
+    def modal(self) -> tuple[DiagonalSSM, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        return self, _identity, _identity
+
+    def dense(self) -> tuple[Tensor, Tensor, Tensor]:
+        return torch.diag(self.lam), self.B, self.C
+
+
+@dataclass(frozen=True, eq=False)
+class DPLRSSM(LinearSystem):
+    """A bank of SISO systems (one per channel), continuous A_c = diag(lam_c) - P P^*, bilinear-discretised.
+
+    Attributes:
+        lam_c: (h, n) complex continuous-time diagonal part, Re < 0.
+        P: (h, n) complex low-rank factor.
+        B_c: (h, n) complex continuous input vector of each channel.
+        C: (h, n) complex output vector of each channel.
+        D: (h, h) real (diagonal) feedthrough.
+        delta: (h,) real positive step of each channel, in samples.
+        readout: "next" or "current".
+    """
+
+    lam_c: Tensor
+    P: Tensor
+    B_c: Tensor
+    C: Tensor
+    D: Tensor
+    delta: Tensor
+    readout: Readout = "next"
+
+    @property
+    def d_in(self) -> int:
+        return self.lam_c.shape[0]
+
+    @property
+    def d_out(self) -> int:
+        return self.lam_c.shape[0]
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return tuple(self.lam_c.shape)
+
+    @property
+    def cdtype(self) -> torch.dtype:
+        return self.lam_c.dtype
+
+    @functools.cached_property
+    def discrete(self) -> tuple[Tensor, Tensor]:
+        """Bilinear transform (computed once per system object): A = (I - d/2 A_c)^-1 (I + d/2 A_c), B = (I - d/2 A_c)^-1 d B_c.
+
+        Returns:
+            (A (h, n, n), B (h, n)) complex.
+        """
+        h, n = self.lam_c.shape
+        eye = torch.eye(n, dtype=self.cdtype, device=self.lam_c.device)
+        A_c = torch.diag_embed(self.lam_c) - self.P[:, :, None] * self.P.conj()[:, None, :]  # (h, n, n)
+        half = (self.delta / 2).to(self.cdtype)[:, None, None]
+        M = eye - half * A_c
+        A = torch.linalg.solve(M, eye + half * A_c)
+        B = torch.linalg.solve(M, (2 * half[:, :, 0] * self.B_c)[..., None])[..., 0]
+        return A, B
+
+    def advance(self, x: Tensor, u_k: Tensor) -> Tensor:
+        A, B = self.discrete
+        return torch.einsum("hij,bhj->bhi", A, x) + B * u_k.to(B.dtype)[..., None]
+
+    def observe(self, x: Tensor) -> Tensor:
+        return (x * self.C).sum(-1).real
+
+    def markov(self, length: int) -> Tensor:
+        """Cauchy kernel + Woodbury identity on the truncated generating function (exact, no wrap-around).
+
+        sum_{m<L} K_m z^m = C (I - A^L)(I - A z)^-1 B; at the L-th roots of unity this is the DFT of K.
+        With the bilinear transform, (I - A z)^-1 B = (Mz)^-1 d B_c where
+        Mz = diag((1 - z) - d/2 (1 + z) lam_c) + d/2 (1 + z) P P^*, inverted by Woodbury with
+        Cauchy sums over the modes.
+        """
+        h, n = self.lam_c.shape
+        if length == 0:
+            return torch.zeros(0, h, h, dtype=self.D.dtype, device=self.D.device)
+        A, _ = self.discrete
+        c_tilde = self.C[:, None, :] - (self.C[:, None, :] @ torch.linalg.matrix_power(A, length))  # (h,1,n)
+        c_tilde = c_tilde[:, 0, :]  # (h, n)
+        k = torch.arange(length, device=self.lam_c.device, dtype=torch.float64)
+        z = torch.exp(-2j * torch.pi * k / length).to(self.cdtype)  # (L,)
+        d = self.delta.to(self.cdtype)[:, None, None]  # (h, 1, 1)
+        denom = (1 - z)[None, :, None] - d / 2 * (1 + z)[None, :, None] * self.lam_c[:, None, :]  # (h, L, n)
+        r = 1 / denom
+        u_scale = d[..., 0] / 2 * (1 + z)[None, :]  # (h, L)
+        p_conj = self.P.conj()[:, None, :]
+
+        def cauchy(left: Tensor, right: Tensor) -> Tensor:
+            return (left[:, None, :] * r * right[:, None, :]).sum(-1)  # (h, L)
+
+        k_cb = cauchy(c_tilde, self.B_c)
+        k_cp = cauchy(c_tilde, self.P) * u_scale
+        k_pp = (p_conj * r * self.P[:, None, :]).sum(-1) * u_scale
+        k_pb = (p_conj * r * self.B_c[:, None, :]).sum(-1)
+        k_hat = d[..., 0] * (k_cb - k_cp * k_pb / (1 + k_pp))  # (h, L)
+        kern = torch.fft.ifft(k_hat, dim=-1).real.T  # (L, h)
+        return torch.diag_embed(kern.to(self.D.dtype))  # (L, h, h)
+
+    def modal(self) -> tuple[DiagonalSSM, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """Eigendecomposition A = V diag(lam) V^-1 per channel, computed in complex128 (differentiable for
+        distinct eigenvalues)."""
+        A, B = self.discrete
+        lam, V = torch.linalg.eig(A.to(torch.complex128))  # (h, n), (h, n, n); float64 for accuracy
+        V_inv = torch.linalg.inv(V)
+        lam, V, V_inv = lam.to(self.cdtype), V.to(self.cdtype), V_inv.to(self.cdtype)
+        h, n = lam.shape
+        b_modal = (V_inv @ B[..., None])[..., 0]  # (h, n)
+        c_modal = (self.C[:, None, :] @ V)[:, 0, :]  # (h, n)
+        eye = torch.eye(h, dtype=self.cdtype, device=lam.device)
+        B_flat = (b_modal[:, :, None] * eye[:, None, :]).reshape(h * n, h)  # block layout
+        C_flat = (eye[:, :, None] * c_modal[None, :, :]).reshape(h, h * n)
+        diag = DiagonalSSM(lam.reshape(-1), B_flat, C_flat, self.D, self.readout)
+
+        def to_modal(x: Tensor) -> Tensor:
+            return torch.einsum("hij,bhj->bhi", V_inv, x).reshape(x.shape[0], h * n)
+
+        def from_modal(z: Tensor) -> Tensor:
+            return torch.einsum("hij,bhj->bhi", V, z.reshape(z.shape[0], h, n))
+
+        return diag, to_modal, from_modal
+
+    def dense(self) -> tuple[Tensor, Tensor, Tensor]:
+        A, B = self.discrete
+        h, n = self.lam_c.shape
+        eye = torch.eye(h, dtype=self.cdtype, device=A.device)
+        A_bd = torch.block_diag(*A)
+        B_bd = (B[:, :, None] * eye[:, None, :]).reshape(h * n, h)
+        C_bd = (eye[:, :, None] * self.C[None, :, :]).reshape(h, h * n)
+        return A_bd, B_bd, C_bd
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x

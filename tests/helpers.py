@@ -1,0 +1,32 @@
+"""Shared helpers for the tests: building layers with slow poles, random states."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from deepwiener.layers import LTILayer, make_layer
+
+LAYER_NAMES = ("lru", "s5", "s4d", "s4")
+
+
+def build_layer(name: str, width: int = 3, d_state: int = 4, seed: int = 0, slow: bool = False) -> LTILayer:
+    """A layer with random parameters; ``slow`` puts its poles at |lam| > 0.999."""
+    gen = torch.Generator().manual_seed(seed)
+    layer = make_layer(name, width, width, d_state, None, gen)
+    if slow:
+        with torch.no_grad():
+            if name == "lru":
+                layer.nu.fill_(math.log(-math.log(0.9995)))
+            else:
+                layer.log_dt.fill_(math.log(1e-3))
+    return layer
+
+
+def random_state(layer: LTILayer, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """A random complex state of the layer's shape and dtype."""
+    zero = layer.init_state(batch)
+    re = torch.randn(zero.shape, generator=gen, dtype=torch.float64)
+    im = torch.randn(zero.shape, generator=gen, dtype=torch.float64)
+    return torch.complex(re, im).to(zero.dtype)
