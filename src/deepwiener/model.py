@@ -237,7 +237,7 @@ class DeepWiener(nn.Module):
         was_training = self.training
         self.eval()
         dtype = self.u_mean.dtype
-        y, _ = self(torch.as_tensor(u_arr, dtype=dtype, device=self.u_mean.device)[None], mode=mode)
+        y, _ = self(torch.tensor(u_arr, dtype=dtype, device=self.u_mean.device)[None], mode=mode)
         self.train(was_training)
         return y[0].double().cpu().numpy()
 

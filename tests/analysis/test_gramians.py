@@ -203,6 +203,12 @@ def test_hinf_norm_matches_python_control() -> None:
     np.testing.assert_allclose(gain_on_grid((A, B, C, D), np.array([omega]))[0], norm, rtol=1e-12)
 
 
+def test_hinf_norm_of_complex_system_searches_negative_frequencies() -> None:
+    A, B, C, D = np.array([[0.9 * np.exp(-1j)]]), np.array([[2.0]]), np.array([[0.5j]]), np.zeros((1, 1))
+    norm, omega = hinf_norm(A, B, C, D)
+    np.testing.assert_allclose([norm, omega], [1.0 / (1 - 0.9), -1.0], rtol=1e-9)
+
+
 def test_hinf_norm_finds_narrow_resonance() -> None:
     # |lam| = 0.9995: the peak is ~1e-3 rad wide, narrower than the coarse grid spacing
     lam = 0.9995 * np.exp(1j * 1.2345)

@@ -107,7 +107,7 @@ def _stein(A: np.ndarray, W: np.ndarray) -> np.ndarray:
         # sum_{k > j} Y[:, k] conj(T[j, k]) carries the already solved columns
         tail = Y[:, j + 1 :] @ T[j, j + 1 :].conj()
         rhs = F[:, j] + T @ tail
-        Y[:, j] = scipy.linalg.solve_triangular(eye - T.conj()[j, j] * T, rhs)
+        Y[:, j] = scipy.linalg.solve_triangular(eye - np.conj(T[j, j]) * T, rhs)
     X = U @ Y @ U.conj().T
     X = 0.5 * (X + X.conj().T)
     if not np.iscomplexobj(A) and not np.iscomplexobj(W):
@@ -326,6 +326,8 @@ def frequency_response(
     """
     A, B, C, D = _check_system(A, B, C, D)
     omega = _matrix("omega", np.atleast_1d(omega), ndim=1)
+    if np.iscomplexobj(omega):
+        raise ConfigError("omega must be real (rad/sample); found complex values")
     n = A.shape[0]
     z = np.exp(1j * omega)  # (f,)
     out = np.empty((z.shape[0], C.shape[0], B.shape[1]), dtype=np.complex128)
@@ -345,9 +347,10 @@ def hinf_norm(
     """H-infinity norm of a stable discrete-time system and the frequency where it is attained.
 
     The largest singular value of ``G(e^{jw})`` is evaluated on a uniform grid of ``n_grid`` points on
-    ``[0, pi]`` merged with the pole angles and points at a half-bandwidth ``1 - |lam|`` either side of them
-    (so resonance peaks narrower than the grid spacing are sampled). The best local maxima are then refined
-    by Brent's bounded search between their grid neighbours.
+    ``[0, pi]`` (``[-pi, pi]`` for complex matrices, whose response is not conjugate symmetric), merged with
+    the pole angles and points at a half-bandwidth ``1 - |lam|`` either side of them, so resonance peaks
+    narrower than the grid spacing are sampled. The best local maxima are then refined by Brent's bounded
+    search between their grid neighbours.
 
     Args:
         A: (n, n) state matrix, spectral radius < 1.
@@ -357,7 +360,7 @@ def hinf_norm(
         n_grid: number of uniform grid points, >= 16.
 
     Returns:
-        (norm, omega_peak): the norm and the peak frequency in rad/sample, in ``[0, pi]``.
+        (norm, omega_peak): the norm and the peak frequency in rad/sample.
 
     Raises:
         ConfigError: bad shapes, NaN/inf, n_grid < 16, or A not Schur stable.
@@ -366,11 +369,13 @@ def hinf_norm(
     if isinstance(n_grid, bool) or not isinstance(n_grid, int | np.integer) or n_grid < 16:
         raise ConfigError(f"n_grid must be an integer >= 16; found {n_grid!r}")
     _require_schur(A, "hinf_norm")
+    is_complex = any(np.iscomplexobj(M) for M in (A, B, C, D))
+    lo = -np.pi if is_complex else 0.0
     lam = np.linalg.eigvals(A)
-    theta = np.abs(np.angle(lam))
+    theta = np.angle(lam) if is_complex else np.abs(np.angle(lam))
     width = 1.0 - np.abs(lam)
-    grid = np.concatenate([np.linspace(0.0, np.pi, n_grid), theta, theta - width, theta + width])
-    grid = np.unique(np.clip(grid, 0.0, np.pi))
+    grid = np.concatenate([np.linspace(lo, np.pi, n_grid), theta, theta - width, theta + width])
+    grid = np.unique(np.clip(grid, lo, np.pi))
 
     def gain(w: np.ndarray) -> np.ndarray:
         return np.linalg.norm(frequency_response(A, B, C, D, w), ord=2, axis=(1, 2))
@@ -380,11 +385,12 @@ def hinf_norm(
     peaks = np.flatnonzero((padded[1:-1] >= padded[:-2]) & (padded[1:-1] >= padded[2:]))
     best_norm, best_w = float(g.max()), float(grid[np.argmax(g)])
     for k in peaks[np.argsort(g[peaks])[::-1][:8]]:
-        lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
-        if hi <= lo:
-            continue
+        left, right = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
         res = scipy.optimize.minimize_scalar(
-            lambda w: -gain(np.array([w]))[0], bounds=(lo, hi), method="bounded", options={"xatol": 1e-12}
+            lambda w: -gain(np.array([w]))[0],
+            bounds=(left, right),
+            method="bounded",
+            options={"xatol": 1e-12},
         )
         if -res.fun > best_norm:
             best_norm, best_w = float(-res.fun), float(res.x)

@@ -4,13 +4,16 @@ Every fit works on numpy records ``(u, y)`` with ``u: (T, n_u)`` and ``y: (T, n_
 channel), or on objects with ``.u``/``.y`` attributes (and optionally ``.dt``) such as ``IOData``. Fits use
 all records, and no regressor or Hankel column ever spans two records. Inputs and outputs are normalised
 to zero mean and unit variance (statistics over all records), and the returned :class:`LinearStateSpace`
-carries that scaling, so ``simulate`` takes and returns physical units.
+carries that scaling, so ``simulate`` takes and returns physical units. Every fit also estimates a
+constant output offset (the sample means need not be an equilibrium pair), folded into ``y_mean`` so that
+``y_mean`` is the steady-state output for ``u = u_mean``; noise-free data from a linear system with offsets
+is therefore fitted exactly.
 
 - FIR (``fit_fir``): ``y[k] = sum_{i=0}^{n_taps-1} H_i u[k-i]``, least squares.
 - ARX (``fit_arx``, MIMO): ``y[k] = sum_{i=1}^{na} A_i y[k-i] + sum_{j=0}^{nb-1} B_j u[k-nk-j] + e[k]``,
   least squares, realised in block observer form. FIR is ARX with ``na=0, nk=0, nb=n_taps``.
 - Subspace (``fit_n4sid``): PO-MOESP (Verhaegen 1994). The LQ factor of the block Hankel matrix
-  ``[U_f; U_p; Y_p; Y_f]`` gives ``L32``, whose left singular vectors span the extended observability
+  ``[1; U_f; U_p; Y_p; Y_f]`` gives ``L32``, whose left singular vectors span the extended observability
   matrix; A and C follow from its shift invariance. Eigenvalues of A outside the unit circle are reflected
   inside (``lam -> 1/conj(lam)``). B, D and one initial state per record are then the least-squares
   solution of the *simulation* (output) error, which is linear in them for fixed A and C.
@@ -40,7 +43,8 @@ __all__ = [
 ]
 
 _CHUNK_ROWS = 8192  # rows per QR update
-_SIM_BLOCK = 128  # block length of the block-Toeplitz simulator
+_SIM_BLOCK = 128  # longest block of the block-Toeplitz simulator
+_SIM_TOEPLITZ = 2**20  # most entries of its (L m, L p) Toeplitz matrix
 _MAX_RADIUS = 1.0 - 1e-6  # where a reflected eigenvalue on the unit circle is placed
 
 
@@ -80,7 +84,7 @@ def _simulate(
     """
     T, m = u.shape
     n, p = A.shape[0], C.shape[0]
-    L = max(1, min(_SIM_BLOCK, T))
+    L = max(1, min(_SIM_BLOCK, T, int(np.sqrt(_SIM_TOEPLITZ // (m * p)))))
     nb = -(-T // L)
     U = np.zeros((nb * L, m))
     U[:T] = u
@@ -145,7 +149,10 @@ class LinearStateSpace:
             "u_mean": (m,), "u_std": (m,), "y_mean": (p,), "y_std": (p,),
         }  # fmt: skip
         for name, shape in expected.items():
-            arr = np.array(getattr(self, name), dtype=float)
+            arr = np.array(getattr(self, name))
+            if arr.dtype.kind not in "biuf":
+                raise ConfigError(f"LinearStateSpace.{name} must be real; found dtype {arr.dtype}")
+            arr = arr.astype(float)
             if arr.shape != shape:
                 raise ConfigError(f"LinearStateSpace.{name} must have shape {shape}; found {arr.shape}")
             if not np.all(np.isfinite(arr)):
@@ -376,8 +383,9 @@ def fit_arx(
     """Fit a MIMO ARX model by least squares and return it as a state-space model.
 
     ``y[k] = sum_{i=1}^{na} A_i y[k-i] + sum_{j=0}^{nb-1} B_j u[k-nk-j] + e[k]`` with full matrices
-    ``A_i (n_y, n_y)`` and ``B_j (n_y, n_u)``, fitted on normalised data. The state-space form is the block
-    observer realisation with ``max(na, nk + nb - 1, 1) * n_y`` states.
+    ``A_i (n_y, n_y)`` and ``B_j (n_y, n_u)`` plus an intercept, fitted on normalised data. The
+    state-space form is the block observer realisation with ``max(na, nk + nb - 1, 1) * n_y`` states; the
+    intercept becomes the operating point ``y_mean``.
 
     Args:
         records: list of ``(u (T, n_u), y (T, n_y))`` pairs or objects with ``.u``/``.y``.
@@ -498,7 +506,7 @@ def _output_error_bd(
 
     ``y[k] = C A^k x0_r + sum_{a,b} B_ab (C A^{.} e_a * u_b)[k] + D u[k] + offset`` is linear in
     (B, D, offset, x0_r), with one free initial state per record; each B regressor is one simulation with a
-    unit B column.
+    unit B column. Memory: the regressors of one record, ``8 T n_y (n (n_u + 1) + n_y (n_u + 1))`` bytes.
     """
     n, p, m = A.shape[0], C.shape[0], recs[0][0].shape[1]
     n_bd = n * m + (p * m if feedthrough else 0)
@@ -525,7 +533,9 @@ def _output_error_bd(
                     A, zero_b, C, zero_d, np.zeros((T, 1)), np.eye(n)[a]
                 )
             phi[:, :, -1] = y
-            yield phi.reshape(T * p, n_params + 1)
+            rows = phi.reshape(T * p, n_params + 1)
+            for k0 in range(0, T * p, _CHUNK_ROWS):
+                yield rows[k0 : k0 + _CHUNK_ROWS]
 
     theta = _lstsq(blocks(), n_params, 1)[:, 0]
     B = theta[: n * m].reshape(m, n).T
@@ -574,7 +584,7 @@ def fit_n4sid(
 ) -> LinearStateSpace:
     """Subspace identification (PO-MOESP) of a stable linear state-space model.
 
-    Steps: normalise; LQ factor of the block Hankel matrix ``[U_f; U_p; Y_p; Y_f]`` (past and future of
+    Steps: normalise; LQ factor of the block Hankel matrix ``[1; U_f; U_p; Y_p; Y_f]`` (past and future of
     ``horizon`` samples, columns stacked over records); SVD of the block ``L32`` relating the future outputs
     to the past data; extended observability matrix ``Gamma = U_n S_n^{1/2}``; ``C = Gamma[:n_y]`` and A from
     ``Gamma[:-n_y] A = Gamma[n_y:]`` (least squares); reflection of unstable eigenvalues of A; then B, D, an

@@ -266,7 +266,8 @@ def load_benchmark(name: str, data_dir: str | Path | None = None) -> Benchmark:
         data_dir: folder holding one sub-folder per benchmark; see the module docstring for the default.
 
     Returns:
-        The :class:`Benchmark` with its train records, test records, init window and display unit.
+        The :class:`Benchmark` with its train records, test records, init window and display unit. Every
+        record carries the benchmark's ``report_unit`` and ``report_scale``.
 
     Raises:
         ConfigError: unknown benchmark name (the message lists the valid ones).
@@ -282,7 +283,12 @@ def load_benchmark(name: str, data_dir: str | Path | None = None) -> Benchmark:
         verify_sha256(folder / file.name, file.sha256)
     train, tests = spec.split({role: folder / file.name for role, file in chosen.items()})
     logger.info("loaded benchmark %s from %s: %d train, %d test records", key, folder, len(train), len(tests))
-    return Benchmark(name=key, train=tuple(train), tests=MappingProxyType(dict(tests)),
+
+    def in_report_units(data: IOData) -> IOData:
+        return replace(data, report_unit=spec.unit, report_scale=spec.scale)
+
+    return Benchmark(name=key, train=tuple(map(in_report_units, train)),
+                     tests=MappingProxyType({name: in_report_units(d) for name, d in tests.items()}),
                      init_window=spec.init_window, unit=spec.unit, scale=spec.scale)
 
 

@@ -3,7 +3,10 @@
 An experiment is an input record ``u`` of shape ``(T, n_u)``, an output record ``y`` of shape ``(T, n_y)`` and
 a sampling time ``dt`` in seconds. Construction validates everything once, so the rest of the library can rely
 on finite float64 arrays of matching length. The arrays are copied and made read-only; slicing (``data[a:b]``)
-keeps ``dt``, the channel names and the unit.
+keeps ``dt``, the channel names and the units.
+
+Sampling times are compared with :func:`check_dt` (relative tolerance :data:`DT_RTOL`), the one place where
+"same dt" is decided.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from deepwiener.errors import DataError
+
+DT_RTOL = 1e-3
+"""Relative tolerance of sampling-time comparisons (EMPS train and test dt differ by 1.6e-5 relative)."""
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -28,11 +34,14 @@ class IOData:
         u_names: one name per input channel, or () when unnamed.
         y_names: one name per output channel, or () when unnamed.
         y_unit: physical unit of ``y`` (e.g. ``"V"``), or "" when unknown.
+        report_unit: unit in which errors on this record are reported, by the benchmark's convention (e.g.
+            ``"mV"``), or "" to report in ``y_unit``.
+        report_scale: factor from ``y_unit`` to ``report_unit`` (e.g. 1000 for V -> mV), finite and > 0.
 
     Raises:
         DataError: NaN/inf values, an empty record, a wrong number of dimensions, ``u`` and ``y`` of
-            different lengths, a non-positive or non-finite ``dt``, or channel names that do not match the
-            channel count. The message names the record and the field.
+            different lengths, a non-positive or non-finite ``dt`` or ``report_scale``, or channel names that
+            do not match the channel count. The message names the record and the field.
     """
 
     u: np.ndarray
@@ -42,6 +51,8 @@ class IOData:
     u_names: tuple[str, ...] = ()
     y_names: tuple[str, ...] = ()
     y_unit: str = ""
+    report_unit: str = ""
+    report_scale: float = 1.0
 
     def __post_init__(self) -> None:
         u = _as_record(self.u, "u", "n_u", self.name)
@@ -56,6 +67,7 @@ class IOData:
         object.__setattr__(self, "dt", _as_dt(self.dt, self.name))
         object.__setattr__(self, "u_names", _as_names(self.u_names, "u_names", u.shape[1], self.name))
         object.__setattr__(self, "y_names", _as_names(self.y_names, "y_names", y.shape[1], self.name))
+        object.__setattr__(self, "report_scale", _as_positive(self.report_scale, "report_scale", self.name))
 
     @property
     def n_u(self) -> int:
@@ -81,7 +93,7 @@ class IOData:
         return self.n_samples
 
     def __getitem__(self, index: slice) -> IOData:
-        """Return the contiguous time slice ``data[a:b]`` as a new IOData with the same dt, names and unit.
+        """Return the contiguous time slice ``data[a:b]`` as a new IOData with the same dt, names and units.
 
         Raises:
             DataError: the index is not a slice, the slice has a step other than 1, or it is empty.
@@ -128,14 +140,35 @@ def _as_record(values: object, field: str, width: str, name: str) -> np.ndarray:
     return array
 
 
+def check_dt(found: float, expected: float, what: str, reference: str = "the model") -> None:
+    """Raise DataError unless two sampling times agree to the relative tolerance :data:`DT_RTOL`.
+
+    Args:
+        found: the sampling time to check, in seconds.
+        expected: the reference sampling time, in seconds.
+        what: names the source of ``found`` in the message, e.g. ``"record 'test'"``.
+        reference: names the source of ``expected``.
+
+    Raises:
+        DataError: the sampling times differ; the message names both values.
+    """
+    if not math.isclose(found, expected, rel_tol=DT_RTOL):
+        raise DataError(f"{what} has dt = {found!r} s but {reference} uses dt = {expected!r} s (they must agree "
+                        f"to a relative tolerance of {DT_RTOL:g})")
+
+
 def _as_dt(dt: object, name: str) -> float:
+    return _as_positive(dt, "dt", name, " seconds")
+
+
+def _as_positive(value: object, field: str, name: str, unit: str = "") -> float:
     try:
-        value = float(dt)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{_label(name)}: field 'dt' must be a number of seconds; got {dt!r}") from exc
-    if not math.isfinite(value) or value <= 0:
-        raise DataError(f"{_label(name)}: field 'dt' must be finite and > 0 seconds; got {dt!r}")
-    return value
+        raise DataError(f"{_label(name)}: field {field!r} must be a number{unit}; got {value!r}") from exc
+    if not math.isfinite(number) or number <= 0:
+        raise DataError(f"{_label(name)}: field {field!r} must be finite and > 0{unit}; got {value!r}")
+    return number
 
 
 def _as_names(names: object, field: str, n_channels: int, name: str) -> tuple[str, ...]:

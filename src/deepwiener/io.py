@@ -1,0 +1,254 @@
+"""Model files: ``save``/``load`` of a DeepWiener model as safetensors plus JSON metadata; atomic writes.
+
+A model file (``*.dw``) is a plain safetensors file: the model's ``state_dict`` (weights and the scaler
+buffers ``u_mean, u_std, y_mean, y_std``) as tensors, and string metadata:
+
+- ``format``: ``"deepwiener-model/1"``;
+- ``config``: the ``ModelConfig`` as JSON (architecture, ``dt``, seed);
+- ``scaler``: the normalisation statistics as JSON (a readable copy of the scaler buffers);
+- ``dtype``: ``"float32"`` or ``"float64"``;
+- ``versions``: JSON of the python, torch, numpy and deepwiener versions that wrote the file;
+- ``sha256``: a SHA-256 over the tensor names, dtypes, shapes and bytes (detects silent corruption);
+- ``extra``: JSON chosen by the caller (the command line stores the data's channel names and source).
+
+Loading parses the header itself (so a foreign, truncated or corrupt file is named as such), never executes
+code (no pickle), rebuilds the model from its config and loads the tensors strictly. Every file is written
+through :func:`atomic_write`: a temporary file in the same folder, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import struct
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+
+from deepwiener.errors import DeepWienerError, ModelFileError
+from deepwiener.model import DeepWiener, ModelConfig
+
+FORMAT = "deepwiener-model/1"
+"""Format tag of the model files this version writes and reads."""
+
+_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+_REQUIRED_METADATA = ("format", "config", "dtype", "sha256")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Readers see either the old file or the complete new one, never a partial write. Parent folders are
+    created. Text is written as UTF-8.
+
+    Args:
+        path: destination file.
+        data: the whole content.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def versions() -> dict[str, str]:
+    """Versions of python, torch, numpy and deepwiener (recorded in model files and runs)."""
+    try:
+        own = metadata.version("deepwiener")
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "deepwiener": own}
+
+
+def save(model: DeepWiener, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Save a model (weights, config, normalisation, versions) to a safetensors file, atomically.
+
+    Args:
+        model: the model; its parameters must be float32 or float64 (on any device).
+        path: destination, conventionally ``*.dw``.
+        extra: JSON-serialisable information stored with the model (returned by :func:`read_info`).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ModelFileError: the model's dtype is not float32/float64, or ``extra`` is not JSON-serialisable.
+    """
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    dtype = _dtype_name(model.u_mean.dtype)
+    try:
+        extra_json = json.dumps(dict(extra or {}))
+    except TypeError as exc:
+        raise ModelFileError(f"{path}: cannot store extra information: {exc}") from exc
+    scaler = {name: tensors[name].double().tolist() for name in ("u_mean", "u_std", "y_mean", "y_std")}
+    meta = {
+        "format": FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "scaler": json.dumps(scaler),
+        "dtype": dtype,
+        "versions": json.dumps(versions()),
+        "sha256": _digest(tensors),
+        "extra": extra_json,
+    }
+    return atomic_write(path, safetensors.torch.save(tensors, metadata=meta))
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> DeepWiener:
+    """Load a model saved by :func:`save`; executes no code from the file.
+
+    Args:
+        path: the model file.
+        device: where to put the model.
+
+    Returns:
+        The model in eval mode, with its config, dt and normalisation restored.
+
+    Raises:
+        ModelFileError: naming the file and the reason: missing file, not a safetensors file, truncated,
+            missing metadata, another format version, invalid config, checksum mismatch, or tensors whose
+            names or shapes do not match the config.
+    """
+    path = Path(path)
+    meta, raw = _read(path)
+    config = _config(path, meta)
+    try:
+        tensors = safetensors.torch.load(raw)
+    except Exception as exc:  # the safetensors parser raises its own error types on damaged data
+        raise ModelFileError(f"{path}: damaged tensor data: {exc}") from exc
+    if _digest(tensors) != meta["sha256"]:
+        raise ModelFileError(f"{path}: checksum mismatch: the tensor data is corrupt")
+    model = DeepWiener.from_config(config).to(_DTYPES[meta["dtype"]])
+    _check_tensors(path, model.state_dict(), tensors)
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval()
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """The metadata of a model file without loading its weights.
+
+    Args:
+        path: the model file.
+
+    Returns:
+        ``{"format", "config", "scaler", "dtype", "versions", "extra"}`` with the JSON fields decoded.
+
+    Raises:
+        ModelFileError: as :func:`load`.
+    """
+    path = Path(path)
+    meta, _ = _read(path)
+    _config(path, meta)
+    info: dict[str, Any] = {"format": meta["format"], "dtype": meta["dtype"]}
+    for key in ("config", "scaler", "versions", "extra"):
+        info[key] = _json(path, meta, key) if key in meta else {}
+    return info
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, value in _DTYPES.items():
+        if value == dtype:
+            return name
+    raise ModelFileError(f"cannot save a model of dtype {dtype}; expected float32 or float64")
+
+
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the sorted tensor names, dtypes, shapes and raw bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> tuple[dict[str, str], bytes]:
+    """Read the file, check the safetensors framing and the deepwiener metadata; return (metadata, bytes)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model file: {exc}") from exc
+    if len(raw) < 8:
+        raise ModelFileError(f"{path}: not a safetensors file (only {len(raw)} bytes)")
+    (n_header,) = struct.unpack("<Q", raw[:8])
+    if n_header > _MAX_HEADER_BYTES:
+        raise ModelFileError(f"{path}: not a safetensors file (no valid header)")
+    if 8 + n_header > len(raw):
+        raise ModelFileError(f"{path}: truncated: the header needs {8 + n_header} bytes, the file has "
+                             f"{len(raw)}")
+    try:
+        header = json.loads(raw[8 : 8 + n_header])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+    available = len(raw) - 8 - n_header
+    if ends and max(ends) > available:
+        raise ModelFileError(f"{path}: truncated: the tensor data needs {max(ends)} bytes, the file holds "
+                             f"{available}")
+    meta = header.get("__metadata__") or {}
+    missing = [key for key in _REQUIRED_METADATA if key not in meta]
+    if missing:
+        raise ModelFileError(f"{path}: missing metadata {missing}: not a deepwiener model file")
+    if meta["format"] != FORMAT:
+        raise ModelFileError(f"{path}: format {meta['format']!r} is not supported; this deepwiener reads "
+                             f"{FORMAT!r}")
+    if meta["dtype"] not in _DTYPES:
+        raise ModelFileError(f"{path}: unsupported dtype {meta['dtype']!r}; expected one of {list(_DTYPES)}")
+    return meta, raw
+
+
+def _json(path: Path, meta: Mapping[str, str], key: str) -> Any:
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON: {exc}") from exc
+
+
+def _config(path: Path, meta: Mapping[str, str]) -> ModelConfig:
+    data = _json(path, meta, "config")
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: metadata 'config' is not a JSON object")
+    try:
+        return ModelConfig.from_dict(data)
+    except (DeepWienerError, TypeError) as exc:
+        raise ModelFileError(f"{path}: invalid model config: {exc}") from exc
+
+
+def _check_tensors(path: Path, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> None:
+    """Compare names and shapes of the stored tensors with those the config builds."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(f"{path}: tensors do not match the config: missing {missing}, unexpected "
+                             f"{unexpected}")
+    for name, tensor in expected.items():
+        if tuple(found[name].shape) != tuple(tensor.shape):
+            raise ModelFileError(f"{path}: shape mismatch: tensor {name!r} has shape {tuple(found[name].shape)}, "
+                                 f"the config expects {tuple(tensor.shape)}")

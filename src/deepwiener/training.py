@@ -1,0 +1,398 @@
+"""Training by simulation-error minimisation: ``fit(model, train, config)``.
+
+Read top to bottom:
+
+1. Hold out validation data: the time-contiguous tail of each training record (random windows would leak,
+   because windows overlap), unless validation records are given.
+2. Set the model's sampling time and its input/output normalisation from the training part.
+3. Cut overlapping windows; the first ``washout`` samples of each window warm the state up and are not
+   counted in the loss.
+4. Two parameter groups: the linear layers' parameters (``ssm_lr``, no weight decay) and the rest (``lr``).
+5. Loop over epochs with a learning-rate schedule, gradient clipping, a NaN stop, a time budget, early
+   stopping on the validation simulation error, and a resume checkpoint written every epoch.
+6. Restore the parameters of the best validation epoch.
+
+The loss is the mean squared simulation error divided by the output variance (NMSE), so outputs in
+different units weigh alike. Validation simulates every validation record in full from the zero state
+and reports the RMSE in physical units after the washout.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deepwiener.data import IOData, fit_scaler, make_windows, split_validation
+from deepwiener.engines import MODES
+from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, unknown_name
+from deepwiener.layers import LTILayer
+from deepwiener.model import DeepWiener
+
+log = logging.getLogger(__name__)
+
+SCHEDULES: tuple[str, ...] = ("cosine", "plateau", "constant")
+DT_RTOL = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training options.
+
+    Attributes:
+        window: samples per training window.
+        washout: leading samples of each window (and of each validation record) not counted in the loss.
+        stride: step between window starts (default window // 2, i.e. 50 % overlap).
+        batch_size: windows per optimisation step.
+        epochs: maximum number of passes over the windows.
+        max_minutes: wall-clock budget (None: no budget).
+        lr: learning rate of the non-SSM parameters (encoder, nonlinearities, decoder).
+        ssm_lr: learning rate of the linear layers' parameters (None: same as lr).
+        weight_decay: AdamW weight decay of the non-SSM parameters.
+        schedule: "cosine" (decay to lr * min_lr_ratio over the epochs or the time budget, whichever ends
+            first), "plateau" (multiply by plateau_factor after plateau_patience epochs without validation
+            improvement) or "constant".
+        min_lr_ratio: final learning rate of the cosine schedule, as a fraction of lr.
+        warmup_epochs: linear warm-up epochs at the start.
+        plateau_patience, plateau_factor: the "plateau" schedule.
+        patience: early stopping after this many epochs without validation improvement (None: never).
+        val_fraction: fraction of each training record held out (its tail) when no validation data is given.
+        grad_clip: maximum gradient norm (None: no clipping).
+        seed: seed of the shuffling, dropout and any other randomness of training.
+        device: torch device ("cpu", "cuda", ...).
+        mode: simulation engine used in training ("auto", "scan", "compiled", ...).
+        dtype: "float32" or "float64".
+    """
+
+    window: int = 512
+    washout: int = 100
+    stride: int | None = None
+    batch_size: int = 32
+    epochs: int = 1000
+    max_minutes: float | None = None
+    lr: float = 3e-3
+    ssm_lr: float | None = None
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.01
+    warmup_epochs: int = 0
+    plateau_patience: int = 50
+    plateau_factor: float = 0.5
+    patience: int | None = 100
+    val_fraction: float = 0.2
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    mode: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("window", "batch_size", "epochs"):
+            _require(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name, "a positive integer")
+        _require(isinstance(self.washout, int) and 0 <= self.washout < self.window, "washout", "in [0, window)")
+        _require(self.stride is None or (isinstance(self.stride, int) and self.stride > 0), "stride", "positive")
+        _require(self.max_minutes is None or self.max_minutes > 0, "max_minutes", "positive")
+        _require(self.lr > 0 and (self.ssm_lr is None or self.ssm_lr > 0), "lr/ssm_lr", "positive")
+        _require(self.weight_decay >= 0, "weight_decay", ">= 0")
+        _require(0 < self.min_lr_ratio <= 1, "min_lr_ratio", "in (0, 1]")
+        _require(0 < self.plateau_factor < 1, "plateau_factor", "in (0, 1)")
+        _require(self.patience is None or self.patience > 0, "patience", "positive or None")
+        _require(0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)")
+        _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "positive or None")
+        _require(self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'")
+        if self.schedule not in SCHEDULES:
+            raise unknown_name("schedule", self.schedule, SCHEDULES)
+        if self.mode not in MODES:
+            raise unknown_name("mode", self.mode, MODES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON/TOML friendly)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown keys raise ConfigError listing the valid ones."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {unknown}; valid options: {sorted(valid)}")
+        return cls(**data)
+
+
+def _require(ok: bool, name: str, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"training option {name} must be {expected}")
+
+
+class EpochInfo(NamedTuple):
+    """What ``on_epoch`` receives after each epoch (val_rmse in physical units, mean over outputs)."""
+
+    epoch: int
+    train_loss: float
+    val_rmse: float
+    lr: float
+    seconds: float
+    best: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """Outcome of ``fit``: per-epoch history, the best epoch and why training stopped."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_rmse: float
+    epochs_run: int
+    seconds: float
+    stopped: str
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Linear-layer parameters (ssm_lr, no weight decay) and all others (lr, weight_decay)."""
+    ssm_ids = {id(p) for m in model.modules() if isinstance(m, LTILayer) for p in m.parameters()}
+    ssm = [p for p in model.parameters() if id(p) in ssm_ids]
+    other = [p for p in model.parameters() if id(p) not in ssm_ids]
+    ssm_lr = config.ssm_lr if config.ssm_lr is not None else config.lr
+    return [
+        {"params": ssm, "lr": ssm_lr, "base_lr": ssm_lr, "weight_decay": 0.0},
+        {"params": other, "lr": config.lr, "base_lr": config.lr, "weight_decay": config.weight_decay},
+    ]
+
+
+def check_dt(records: Sequence[IOData], dt: float) -> None:
+    """Raise DataError if any record's sampling time differs from ``dt`` (relative tolerance 1e-3)."""
+    for rec in records:
+        if not math.isclose(rec.dt, dt, rel_tol=DT_RTOL):
+            raise DataError(f"record {rec.name!r} has dt = {rec.dt!r} s but the model uses dt = {dt!r} s")
+
+
+def _as_records(data: IOData | Sequence[IOData], what: str) -> list[IOData]:
+    records = [data] if isinstance(data, IOData) else list(data)
+    if not records:
+        raise DataError(f"no {what} records given")
+    return records
+
+
+def _split(records: list[IOData], val: Sequence[IOData] | None, config: TrainConfig) -> tuple[list, list]:
+    if val is not None:
+        return records, _as_records(val, "validation")
+    if config.val_fraction == 0:
+        return records, []
+    pairs = [split_validation(rec, config.val_fraction) for rec in records]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+class _Schedule:
+    """Learning-rate factor: warm-up, then cosine by progress, plateau steps or constant."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.factor = 1.0
+        self.bad_epochs = 0
+
+    def cosine(self, progress: float) -> float:
+        floor = self.config.min_lr_ratio
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def lr_factor(self, epoch: int, progress: float) -> float:
+        warm = min(1.0, (epoch + 1) / self.config.warmup_epochs) if self.config.warmup_epochs else 1.0
+        if self.config.schedule == "cosine":
+            return warm * self.cosine(progress)
+        return warm * self.factor
+
+    def after_epoch(self, improved: bool) -> None:
+        if self.config.schedule != "plateau":
+            return
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        if self.bad_epochs >= self.config.plateau_patience:
+            self.factor *= self.config.plateau_factor
+            self.bad_epochs = 0
+
+
+@torch.no_grad()
+def validation_rmse(model: DeepWiener, records: Sequence[IOData], washout: int, mode: str) -> float:
+    """RMSE (physical units, mean over outputs) of free-run simulations of whole records after the washout."""
+    errors = []
+    for rec in records:
+        y_hat = model.simulate(rec.u, mode=mode)
+        errors.append(rec.y[washout:] - y_hat[washout:])
+    err = np.concatenate(errors, axis=0)
+    return float(np.sqrt(np.mean(err**2, axis=0)).mean())
+
+
+def fit(
+    model: DeepWiener,
+    train: IOData | Sequence[IOData],
+    config: TrainConfig | None = None,
+    *,
+    val: Sequence[IOData] | None = None,
+    checkpoint: str | Path | None = None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place by minimising the simulation error on windows of the training records.
+
+    Args:
+        model: the model to train; its sampling time and normalisation are set from the data.
+        train: one record or several, each u: (time, n_u), y: (time, n_y), all with the same dt.
+        config: training options (defaults: ``TrainConfig()``).
+        val: validation records; default: the tail ``val_fraction`` of each training record.
+        checkpoint: resume file; training resumes from it if it exists, and it is removed at the end.
+        on_epoch: called after every epoch with an ``EpochInfo``.
+
+    Returns:
+        FitResult; the model holds the parameters of the best validation epoch.
+
+    Raises:
+        DataError: bad data (dt mismatch, too short for the window, NaN loss).
+        ConfigError: bad options.
+    """
+    config = config or TrainConfig()
+    records = _as_records(train, "training")
+    check_dt(records, records[0].dt)
+    for rec in records:
+        if rec.n_u != model.config.n_u or rec.n_y != model.config.n_y:
+            raise DataError(
+                f"record {rec.name!r} has n_u={rec.n_u}, n_y={rec.n_y}; the model expects "
+                f"n_u={model.config.n_u}, n_y={model.config.n_y}"
+            )
+    train_parts, val_parts = _split(records, val, config)
+    check_dt(val_parts, records[0].dt)
+    model.with_dt(records[0].dt)
+    model.set_scaler(*fit_scaler(train_parts))
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    device = torch.device(config.device)
+    model.to(device=device, dtype=dtype)
+    u_np, y_np = make_windows(train_parts, config.window, config.stride or max(config.window // 2, 1))
+    u_win = torch.as_tensor(u_np, dtype=dtype, device=device)  # (n_win, window, n_u)
+    y_win = torch.as_tensor(y_np, dtype=dtype, device=device)  # (n_win, window, n_y)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _train_loop(model, u_win, y_win, val_parts, config, checkpoint, on_epoch)
+
+
+def _train_loop(
+    model: DeepWiener,
+    u_win: Tensor,
+    y_win: Tensor,
+    val_parts: list[IOData],
+    config: TrainConfig,
+    checkpoint: str | Path | None,
+    on_epoch: Callable[[EpochInfo], None] | None,
+) -> FitResult:
+    optimizer = torch.optim.AdamW(parameter_groups(model, config))
+    schedule = _Schedule(config)
+    gen = torch.Generator().manual_seed(config.seed)
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": -1,
+                             "best_params": None, "elapsed": 0.0, "bad_epochs": 0}
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = _load_checkpoint(ckpt, model, optimizer, schedule, gen)
+    budget = config.max_minutes * 60 if config.max_minutes else math.inf
+    start = time.monotonic() - state["elapsed"]
+    stopped = "epochs"
+    n_batches = max(1, math.ceil(u_win.shape[0] / config.batch_size))
+    while state["epoch"] < config.epochs:
+        epoch = state["epoch"]
+        progress = max(epoch / config.epochs, (time.monotonic() - start) / budget)
+        lr_factor = schedule.lr_factor(epoch, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor
+        model.train()
+        perm = torch.randperm(u_win.shape[0], generator=gen)
+        losses = []
+        for i in range(n_batches):
+            idx = perm[i * config.batch_size : (i + 1) * config.batch_size].to(u_win.device)
+            losses.append(_train_step(model, optimizer, u_win[idx], y_win[idx], config))
+        train_loss = float(np.mean(losses))
+        if not math.isfinite(train_loss):
+            raise DataError(f"training diverged at epoch {epoch}: the loss is {train_loss} (lower the lr?)")
+        model.eval()
+        val_rmse = validation_rmse(model, val_parts, config.washout, config.mode) if val_parts else train_loss
+        improved = val_rmse < state["best_val"]
+        if improved:
+            state["best_val"], state["best_epoch"] = val_rmse, epoch
+            state["best_params"] = copy.deepcopy(model.state_dict())
+            state["bad_epochs"] = 0
+        else:
+            state["bad_epochs"] += 1
+        schedule.after_epoch(improved)
+        elapsed = time.monotonic() - start
+        lr_now = optimizer.param_groups[1]["lr"]
+        state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_rmse": val_rmse,
+                                 "lr": lr_now, "seconds": elapsed})
+        state["epoch"], state["elapsed"] = epoch + 1, elapsed
+        if ckpt is not None:
+            _save_checkpoint(ckpt, state, model, optimizer, schedule, gen)
+        if on_epoch is not None:
+            on_epoch(EpochInfo(epoch, train_loss, val_rmse, lr_now, elapsed, improved))
+        if config.patience is not None and state["bad_epochs"] >= config.patience:
+            stopped = "early stopping"
+            break
+        if elapsed >= budget:
+            stopped = "time budget"
+            break
+    if state["best_params"] is not None:
+        model.load_state_dict(state["best_params"])
+    if ckpt is not None and ckpt.exists():
+        ckpt.unlink()
+    log.info("training stopped (%s) after %d epochs; best epoch %d", stopped, state["epoch"], state["best_epoch"])
+    return FitResult(state["history"], state["best_epoch"], state["best_val"], state["epoch"],
+                     state["elapsed"], stopped)
+
+
+def _train_step(model: DeepWiener, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor,
+                config: TrainConfig) -> float:
+    """One optimisation step on a batch u: (batch, window, n_u), y: (batch, window, n_y); returns the NMSE."""
+    optimizer.zero_grad(set_to_none=True)
+    y_hat, _ = model(u, mode=config.mode)
+    err = (y_hat - y)[:, config.washout :] / model.y_std
+    loss = err.pow(2).mean()
+    loss.backward()
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any], model: DeepWiener, optimizer: torch.optim.Optimizer,
+                     schedule: _Schedule, gen: torch.Generator) -> None:
+    """Write the resume checkpoint atomically (tensors and primitives only: loads with weights_only=True)."""
+    payload = {
+        **{k: v for k, v in state.items() if k != "best_params"},
+        "best_params": state["best_params"],
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": {"factor": schedule.factor, "bad_epochs": schedule.bad_epochs},
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model: DeepWiener, optimizer: torch.optim.Optimizer, schedule: _Schedule,
+                     gen: torch.Generator) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, weights_only=True)
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (DeepWienerError, KeyError, RuntimeError, ValueError, EOFError, OSError) as exc:
+        raise ModelFileError(f"cannot resume from checkpoint {path}: {exc}") from exc
+    schedule.factor = payload["schedule"]["factor"]
+    schedule.bad_epochs = payload["schedule"]["bad_epochs"]
+    gen.set_state(payload["generator"])
+    torch.set_rng_state(payload["torch_rng"])
+    log.info("resuming from %s at epoch %d", path, payload["epoch"])
+    keys = ("epoch", "history", "best_val", "best_epoch", "best_params", "elapsed", "bad_epochs")
+    return {k: payload[k] for k in keys}
