@@ -195,7 +195,7 @@ def _read(path: Path) -> tuple[dict[str, str], bytes]:
     if len(raw) < 8:
         raise ModelFileError(f"{path}: not a safetensors file (only {len(raw)} bytes)")
     (n_header,) = struct.unpack("<Q", raw[:8])
-    if n_header > _MAX_HEADER_BYTES:
+    if n_header > _MAX_HEADER_BYTES or raw[8:9] != b"{":  # the header is a JSON object
         raise ModelFileError(f"{path}: not a safetensors file (no valid header)")
     if 8 + n_header > len(raw):
         raise ModelFileError(f"{path}: truncated: the header needs {8 + n_header} bytes, the file has "

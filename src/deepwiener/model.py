@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepwiener.engines import Stepper
 from deepwiener.errors import ConfigError, DataError, unknown_name
 from deepwiener.layers import LTILayer, layer_class, make_layer
 from deepwiener.nonlinearities import NONLINEARITIES, Nonlinearity, make_nonlinearity
+from deepwiener.simulator import DictConfig, ScaledSimulator, check_positive_ints, check_sampling_time
 
 NORMS: tuple[str, ...] = ("none", "layer")
 SKIPS: tuple[str, ...] = ("identity", "linear", "none")
@@ -30,7 +29,7 @@ ModelState = tuple[Tensor, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictConfig):
     """Everything that determines the architecture of a ``DeepWiener`` model.
 
     Attributes:
@@ -63,10 +62,7 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_u", "n_y", "d_model", "d_state", "n_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n_u", "n_y", "d_model", "d_state", "n_layers"))
         layer_class(self.layer)
         if self.nonlinearity not in NONLINEARITIES:
             raise unknown_name("nonlinearity", self.nonlinearity, NONLINEARITIES)
@@ -76,22 +72,8 @@ class ModelConfig:
             raise unknown_name("skip", self.skip, SKIPS)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not (isinstance(self.dt, int | float) and np.isfinite(self.dt) and self.dt > 0):
-            raise ConfigError(f"dt must be a positive number of seconds, got {self.dt!r}")
-        layer_class(self.layer).Options.from_dict(self.layer_options)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (JSON/TOML friendly)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of ``to_dict``; unknown keys raise ConfigError."""
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise ConfigError(f"unknown model option(s) {unknown}; valid options: {sorted(valid)}")
-        return cls(**data)
+        check_sampling_time(self.dt)
+        layer_class(self.layer).Options.from_dict(dict(self.layer_options))
 
 
 class Block(nn.Module):
@@ -118,7 +100,7 @@ class Block(nn.Module):
         return self.dropout(self.sigma(eta)) + self.bypass(v), state
 
 
-class DeepWiener(nn.Module):
+class DeepWiener(ScaledSimulator):
     """A deep Wiener model (deep structured SSM) for n_u inputs and n_y outputs, in physical units.
 
     Build it with keywords (``DeepWiener(n_u=1, n_y=1, layer="lru", ...)``, the fields of ``ModelConfig``)
@@ -144,10 +126,7 @@ class DeepWiener(nn.Module):
                 for _ in range(cfg.n_layers)
             )
             self.decoder = nn.Linear(cfg.d_model, cfg.n_y)
-        self.register_buffer("u_mean", torch.zeros(cfg.n_u))
-        self.register_buffer("u_std", torch.ones(cfg.n_u))
-        self.register_buffer("y_mean", torch.zeros(cfg.n_y))
-        self.register_buffer("y_std", torch.ones(cfg.n_y))
+        self.register_scaler()
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> DeepWiener:
@@ -155,34 +134,9 @@ class DeepWiener(nn.Module):
         options = config.to_dict()
         return cls(options.pop("n_u"), options.pop("n_y"), **options)
 
-    @property
-    def dt(self) -> float:
-        """Sampling time in seconds."""
-        return self.config.dt
-
-    @property
-    def n_parameters(self) -> int:
-        """Number of learnable real scalars."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def with_dt(self, dt: float) -> None:
-        """Record the sampling time of the data the model is trained on."""
-        self.config = dataclasses.replace(self.config, dt=float(dt))
-
-    @torch.no_grad()
-    def set_scaler(self, u_mean: Any, u_std: Any, y_mean: Any, y_std: Any) -> None:
-        """Set the input/output normalisation (arrays of shapes (n_u,), (n_u,), (n_y,), (n_y,))."""
-        for name, value in (("u_mean", u_mean), ("u_std", u_std), ("y_mean", y_mean), ("y_std", y_std)):
-            buf = getattr(self, name)
-            buf.copy_(torch.as_tensor(np.asarray(value), dtype=buf.dtype).reshape(buf.shape))
-
     def init_state(self, batch: int) -> ModelState:
         """Zero state: one (batch, *state_shape) complex tensor per block."""
         return tuple(block.lti.init_state(batch) for block in self.blocks)
-
-    def _check_input(self, u: Tensor) -> None:
-        if u.dim() != 3 or u.shape[-1] != self.config.n_u:
-            raise DataError(f"u must have shape (batch, time, n_u={self.config.n_u}), got {tuple(u.shape)}")
 
     def forward(
         self, u: Tensor, state: ModelState | None = None, mode: str = "auto"
@@ -197,8 +151,8 @@ class DeepWiener(nn.Module):
         Returns:
             y: (batch, time, n_y) physical units, and the final state.
         """
-        self._check_input(u)
-        v = self.encoder((u - self.u_mean) / self.u_std)
+        self.check_input(u)
+        v = self.encoder(self.normalize_input(u))
         states = state if state is not None else (None,) * len(self.blocks)
         if len(states) != len(self.blocks):
             raise DataError(f"state must hold {len(self.blocks)} tensors (one per block), got {len(states)}")
@@ -206,40 +160,11 @@ class DeepWiener(nn.Module):
         for block, x0 in zip(self.blocks, states, strict=True):
             v, x = block(v, x0, mode)
             finals.append(x)
-        return self.y_mean + self.y_std * self.decoder(v), tuple(finals)
+        return self.denormalize_output(self.decoder(v)), tuple(finals)
 
     def stepper(self) -> ModelStepper:
         """A one-sample-at-a-time simulator with every block discretised once."""
         return ModelStepper(self)
-
-    def step(self, u_k: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
-        """One sample: u_k (batch, n_u) -> (y_k (batch, n_y), next state). Use ``stepper()`` in loops."""
-        return self.stepper().step(u_k, state)
-
-    @torch.no_grad()
-    def simulate(self, u: np.ndarray, mode: str = "auto") -> np.ndarray:
-        """Free-run simulation from the zero state in physical units.
-
-        Args:
-            u: (time, n_u) or (time,) for n_u = 1, numpy.
-            mode: simulation engine.
-
-        Returns:
-            y: (time, n_y) numpy float64.
-        """
-        u_arr = np.asarray(u, dtype=np.float64)
-        if u_arr.ndim == 1 and self.config.n_u == 1:
-            u_arr = u_arr[:, None]
-        if u_arr.ndim != 2 or u_arr.shape[1] != self.config.n_u:
-            raise DataError(f"u must have shape (time, n_u={self.config.n_u}), got {u_arr.shape}")
-        if not np.isfinite(u_arr).all():
-            raise DataError(f"u contains {int((~np.isfinite(u_arr)).sum())} NaN/inf values")
-        was_training = self.training
-        self.eval()
-        dtype = self.u_mean.dtype
-        y, _ = self(torch.tensor(u_arr, dtype=dtype, device=self.u_mean.device)[None], mode=mode)
-        self.train(was_training)
-        return y[0].double().cpu().numpy()
 
 
 class ModelStepper:
@@ -250,7 +175,7 @@ class ModelStepper:
 
     def __init__(self, model: DeepWiener) -> None:
         self.model = model
-        self.steppers = [Stepper(block.lti.discretize()) for block in model.blocks]
+        self.steppers = [block.lti.stepper() for block in model.blocks]
 
     def init_state(self, batch: int) -> ModelState:
         """Zero state, one tensor per block."""
@@ -259,10 +184,10 @@ class ModelStepper:
     def step(self, u_k: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
         m = self.model
-        v = m.encoder((u_k - m.u_mean) / m.u_std)
+        v = m.encoder(m.normalize_input(u_k))
         finals = []
         for block, stepper, x in zip(m.blocks, self.steppers, state, strict=True):
             eta, x_next = stepper.step(block.norm(v), x)
             v = block.dropout(block.sigma(eta)) + block.bypass(v)
             finals.append(x_next)
-        return m.y_mean + m.y_std * m.decoder(v), tuple(finals)
+        return m.denormalize_output(m.decoder(v)), tuple(finals)

@@ -262,7 +262,8 @@ class DPLRSSM(LinearSystem):
 
     @functools.cached_property
     def discrete(self) -> tuple[Tensor, Tensor]:
-        """Bilinear transform (computed once per system object): A = (I - d/2 A_c)^-1 (I + d/2 A_c), B = (I - d/2 A_c)^-1 d B_c.
+        """Bilinear transform, computed once per system object:
+        A = (I - d/2 A_c)^-1 (I + d/2 A_c), B = (I - d/2 A_c)^-1 d B_c.
 
         Returns:
             (A (h, n, n), B (h, n)) complex.

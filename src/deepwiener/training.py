@@ -36,8 +36,9 @@ from torch import Tensor, nn
 from deepwiener.data import IOData, fit_scaler, make_windows, split_validation
 from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, unknown_name
-from deepwiener.layers import LTILayer
+from deepwiener.layers import LAYERS
 from deepwiener.model import DeepWiener
+from deepwiener.simulator import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ DT_RTOL = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Training options.
 
     Attributes:
@@ -115,19 +116,6 @@ class TrainConfig:
         if self.mode not in MODES:
             raise unknown_name("mode", self.mode, MODES)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (JSON/TOML friendly)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys raise ConfigError listing the valid ones."""
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {unknown}; valid options: {sorted(valid)}")
-        return cls(**data)
-
 
 def _require(ok: bool, name: str, expected: str) -> None:
     if not ok:
@@ -158,8 +146,9 @@ class FitResult:
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """Linear-layer parameters (ssm_lr, no weight decay) and all others (lr, weight_decay)."""
-    ssm_ids = {id(p) for m in model.modules() if isinstance(m, LTILayer) for p in m.parameters()}
+    """State-space-layer parameters (ssm_lr, no weight decay) and all others (lr, weight_decay)."""
+    ssm_types = tuple(LAYERS.values())
+    ssm_ids = {id(p) for m in model.modules() if isinstance(m, ssm_types) for p in m.parameters()}
     ssm = [p for p in model.parameters() if id(p) in ssm_ids]
     other = [p for p in model.parameters() if id(p) not in ssm_ids]
     ssm_lr = config.ssm_lr if config.ssm_lr is not None else config.lr

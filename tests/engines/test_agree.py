@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import LAYER_NAMES, build_layer, random_state
 
-from deepwiener.engines import compiled, simulate
+from deepwiener.engines import compiled
 
 ENGINES = ["scan", "fft"] + (["compiled"] if compiled.available() else [])
 LENGTHS = [1, 7, 777, 4096]

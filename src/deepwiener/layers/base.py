@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, final
+from typing import ClassVar, final
 
 import torch
 from torch import Tensor, nn
 
 from deepwiener.engines import Stepper, simulate
 from deepwiener.errors import ConfigError
+from deepwiener.simulator import DictConfig
 from deepwiener.systems import READOUTS, LinearSystem, StateSpaceMatrices
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerOptions:
+class LayerOptions(DictConfig):
     """Options common to every linear layer.
 
     Attributes:
@@ -33,16 +34,6 @@ class LayerOptions:
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
             raise ConfigError(f"readout must be one of {READOUTS}, got {self.readout!r}")
-
-    @classmethod
-    def from_dict(cls, options: dict[str, Any] | None) -> LayerOptions:
-        """Build from a plain dict; unknown keys raise ConfigError listing the valid ones."""
-        options = dict(options or {})
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} option(s) {unknown}; valid options: {sorted(valid)}")
-        return cls(**options)
 
 
 class LTILayer(nn.Module, abc.ABC):

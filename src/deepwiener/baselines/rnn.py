@@ -1,0 +1,130 @@
+"""Recurrent-network baselines (LSTM, GRU) with the same interface as ``DeepWiener``.
+
+A black-box simulation model, recurrent over the input sequence::
+
+    u_n[k]  = (u[k] - u_mean) / u_std                     normalised input, (batch, n_u)
+    h[k]    = cell(u_n[k], h[k-1])                        n_layers stacked LSTM or GRU cells, width hidden
+    y[k]    = y_mean + y_std * (W h_top[k] + b)           linear read-out of the top layer's hidden state
+
+The state is ``(h,)`` for a GRU and ``(h, c)`` for an LSTM, each (batch, n_layers, hidden) (batch first, like
+every state in the toolkit). ``fit``, ``evaluate``, ``simulate`` and streaming work as for ``DeepWiener``
+(:class:`~deepwiener.simulator.ScaledSimulator`); the ``mode`` argument is accepted and ignored (cuDNN/ATen
+run the recurrence). All parameters are "other" parameters for ``fit`` (no SSM group).
+
+References: Hochreiter and Schmidhuber, "Long short-term memory", 1997; Cho et al., "Learning phrase
+representations using RNN encoder-decoder", 2014 (GRU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from deepwiener.errors import unknown_name
+from deepwiener.simulator import DictConfig, ScaledSimulator, check_positive_ints, check_sampling_time
+
+CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+RNNState = tuple[Tensor, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNConfig(DictConfig):
+    """Everything that determines an ``RNNModel``.
+
+    Attributes:
+        n_u, n_y: numbers of inputs and outputs.
+        cell: "lstm" or "gru".
+        hidden: width of each recurrent layer.
+        n_layers: number of stacked recurrent layers.
+        seed: seed of the parameter initialisation.
+        dt: sampling time of the data in seconds (set by ``fit``).
+        kind: the model family, "rnn" (a class constant, not a field: ``DeepWiener`` configs are the others).
+    """
+
+    kind: ClassVar[str] = "rnn"
+
+    n_u: int
+    n_y: int
+    cell: str = "lstm"
+    hidden: int = 32
+    n_layers: int = 1
+    seed: int = 0
+    dt: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, ("n_u", "n_y", "hidden", "n_layers"))
+        if self.cell not in CELLS:
+            raise unknown_name("cell", self.cell, CELLS)
+        check_sampling_time(self.dt)
+
+
+class RNNModel(ScaledSimulator):
+    """An LSTM or GRU simulation model for n_u inputs and n_y outputs, in physical units.
+
+    Args:
+        n_u, n_y, cell, hidden, n_layers, seed, dt: the fields of :class:`RNNConfig`.
+    """
+
+    def __init__(
+        self, n_u: int, n_y: int, cell: str = "lstm", hidden: int = 32, n_layers: int = 1, seed: int = 0,
+        dt: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.config = RNNConfig(n_u=n_u, n_y=n_y, cell=cell, hidden=hidden, n_layers=n_layers, seed=seed, dt=dt)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.rnn = CELLS[cell](n_u, hidden, num_layers=n_layers, batch_first=True)
+            self.readout = nn.Linear(hidden, n_y)
+        self.register_scaler()
+
+    @classmethod
+    def from_config(cls, config: RNNConfig) -> RNNModel:
+        """Rebuild a model (fresh parameters from ``config.seed``) from its config."""
+        return cls(**config.to_dict())
+
+    def init_state(self, batch: int) -> RNNState:
+        """Zero state: ``(h,)`` (GRU) or ``(h, c)`` (LSTM), each (batch, n_layers, hidden)."""
+        zero = self.u_mean.new_zeros(batch, self.config.n_layers, self.config.hidden)
+        return (zero, zero.clone()) if self.config.cell == "lstm" else (zero,)
+
+    def forward(self, u: Tensor, state: RNNState | None = None, mode: str = "auto") -> tuple[Tensor, RNNState]:
+        """Simulate the model.
+
+        Args:
+            u: (batch, time, n_u) real, physical units.
+            state: ``init_state``-shaped tuple; zeros if None.
+            mode: accepted for interface compatibility and ignored.
+
+        Returns:
+            y: (batch, time, n_y) physical units, and the final state.
+        """
+        self.check_input(u)
+        state = self.init_state(u.shape[0]) if state is None else state
+        h0 = tuple(s.transpose(0, 1).contiguous() for s in state)  # (n_layers, b, hidden) each: torch's layout
+        hidden, final = self.rnn(self.normalize_input(u), h0 if self.config.cell == "lstm" else h0[0])
+        final = final if self.config.cell == "lstm" else (final,)
+        return self.denormalize_output(self.readout(hidden)), tuple(s.transpose(0, 1) for s in final)
+
+    def stepper(self) -> RNNStepper:
+        """A one-sample-at-a-time simulator (the recurrence of ``forward`` on length-1 sequences)."""
+        return RNNStepper(self)
+
+
+class RNNStepper:
+    """Streaming simulation of an ``RNNModel``: ``step(u_k, state) -> (y_k, state)``."""
+
+    def __init__(self, model: RNNModel) -> None:
+        self.model = model
+
+    def init_state(self, batch: int) -> RNNState:
+        """Zero state (see ``RNNModel.init_state``)."""
+        return self.model.init_state(batch)
+
+    def step(self, u_k: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
+        """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
+        y, state = self.model(u_k[:, None], state)
+        return y[:, 0], state

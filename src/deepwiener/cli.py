@@ -1,0 +1,318 @@
+"""Command line: ``deepwiener demo | train | evaluate | simulate`` (typer).
+
+Every command is a thin call into the public API plus ``config`` and ``runs``. :func:`main` is the single
+error boundary: a ``DeepWienerError`` becomes one line ``error: ...`` on stderr and exit code 2; any other
+exception becomes ``internal error: ...`` with exit code 1 and its traceback in the log (``--debug`` prints it).
+Tables go to stdout, progress and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from deepwiener import config as config_mod
+from deepwiener import demo as demo_mod
+from deepwiener import plots
+from deepwiener.data import IOData
+from deepwiener.data.iodata import check_dt
+from deepwiener.data.readers import load_variables
+from deepwiener.errors import DataError, DeepWienerError
+from deepwiener.evaluation import Metrics, evaluate_all
+from deepwiener.io import atomic_write, load, read_info, save
+from deepwiener.runs import RunDir, evaluation_data, resolve_target, train_run
+from deepwiener.training import EpochInfo
+
+logger = logging.getLogger(__name__)
+PROGRESS_LINE_SECONDS = 5.0
+"""When stderr is not a terminal, a progress line is printed at most this often."""
+stdout = Console()
+stderr = Console(stderr=True)
+
+app = typer.Typer(
+    name="deepwiener",
+    help="Nonlinear system identification with deep Wiener models (deep structured state-space models).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class Session:
+    """Per-invocation state shared by the commands and :func:`main`.
+
+    Attributes:
+        debug: print tracebacks.
+        log_path: the log of the run being written, where failures' tracebacks go.
+    """
+
+    debug: bool = False
+    log_path: Path | None = None
+
+
+# Options shared by several commands (typer reads the help from the annotations).
+BenchmarkOpt = Annotated[str | None, typer.Option("--benchmark", help="Benchmark name, e.g. silverbox.")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="CSV file with a header row.")]
+UOpt = Annotated[str | None, typer.Option("--u", help="Input column name(s), comma-separated.")]
+YOpt = Annotated[str | None, typer.Option("--y", help="Output column name(s), comma-separated.")]
+DtOpt = Annotated[float | None, typer.Option("--dt", help="Sampling time of the CSV file in seconds.")]
+CONFIG_HELP = "TOML file with \\[data] \\[model] \\[layer] \\[train] tables (flags override it)."
+InitOpt = Annotated[int | None, typer.Option("--init-window", help="CSV records: leading samples not counted.")]
+
+
+@app.callback()
+def root(ctx: typer.Context,
+         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
+    """Nonlinear system identification with deep Wiener models (deep structured state-space models)."""
+    ctx.ensure_object(Session).debug = debug
+
+
+@app.command(epilog="Example: deepwiener demo --out runs/demo")
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/demo"),
+    max_minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 0.75,
+    seed: Annotated[int, typer.Option(help="Seed of the data, the model and the training.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run that is not a demo.")] = False,
+) -> None:
+    """Offline demo: identify a simulated Wiener-Hammerstein system; compare with the best linear model."""
+    start = time.monotonic()
+    with RunDir.create(out, kind="demo", force=force) as run:
+        ctx.ensure_object(Session).log_path = run.log_path
+        with _progress(demo_mod.TRAIN.epochs) as on_epoch:
+            result = demo_mod.run_demo(max_minutes=max_minutes, seed=seed, on_epoch=on_epoch)
+        save(result.model, run.model_path, extra={"data": "deepwiener demo", "u_names": ["u"], "y_names": ["y"]})
+        run.write_history(result.fit_result.history)
+        run.write_json("metrics.json", result.metrics)
+        _write_plots(run, result.fit_result.history,
+                     {"test": (result.test, {"deep Wiener": result.model, "best linear": result.linear})},
+                     demo_mod.INIT_WINDOW)
+    _print_metrics(result.metrics, f"demo test record ({result.test.n_samples} samples): model comparison")
+    stdout.print(f"done in {time.monotonic() - start:.0f} s; plots and model in {out}")
+
+
+@app.command(epilog="Examples: deepwiener train --benchmark silverbox --layer lru --d-model 16 --n-layers 4 "
+                    "--max-minutes 10 --out runs/sb-lru  |  deepwiener train --csv rig.csv --u V1 --y V2 "
+                    "--dt 0.0016384 --config lru-small.toml --out runs/rig")
+def train(
+    ctx: typer.Context,
+    benchmark: BenchmarkOpt = None,
+    csv: CsvOpt = None,
+    u: UOpt = None,
+    y: YOpt = None,
+    dt: DtOpt = None,
+    init_window: InitOpt = None,
+    layer: Annotated[str | None, typer.Option(help="Linear layer: lru, s5, s4d, s4.")] = None,
+    d_model: Annotated[int | None, typer.Option(help="Channels between blocks.")] = None,
+    d_state: Annotated[int | None, typer.Option(help="Complex modes per block.")] = None,
+    n_layers: Annotated[int | None, typer.Option(help="Number of blocks.")] = None,
+    nonlinearity: Annotated[str | None, typer.Option(help="Static map, e.g. gelu, tanh, poly.")] = None,
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Training time budget in minutes.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the model and the training.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data>-<layer>-<time>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run.")] = False,
+) -> None:
+    """Train a deep Wiener model and write a run directory; benchmarks are evaluated on every test set."""
+    cfg = config_mod.resolve(config, {
+        "data": _data_flags(benchmark, csv, u, y, dt, init_window),
+        "model": {"layer": layer, "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
+                  "nonlinearity": nonlinearity, "seed": seed},
+        "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed},
+    })
+    data = cfg.data.load()
+    out = out or Path("runs") / f"{data.name.replace(' ', '_')}-{cfg.model['layer']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with RunDir.create(out, config=cfg, force=force) as run:
+        ctx.ensure_object(Session).log_path = run.log_path
+        with _progress(cfg.train.epochs) as on_epoch:
+            outcome = train_run(run, cfg, data, on_epoch)
+        _write_plots(run, outcome.result.history,
+                     {name: (test, {"deep Wiener": outcome.model}) for name, test in data.tests.items()},
+                     data.init_window)
+    stdout.print(f"stopped after {outcome.result.epochs_run} epochs ({outcome.result.stopped}); "
+                 f"best epoch {outcome.result.best_epoch}")
+    _print_metrics(outcome.metrics, f"{data.name}: test metrics")
+    stdout.print(f"run written to {out}")
+
+
+@app.command(epilog="Example: deepwiener evaluate runs/sb-lru --json runs/sb-lru/metrics.json")
+def evaluate(
+    target: Annotated[Path, typer.Argument(help="Run directory or model file.", show_default=False)],
+    benchmark: BenchmarkOpt = None,
+    csv: CsvOpt = None,
+    u: UOpt = None,
+    y: YOpt = None,
+    dt: DtOpt = None,
+    init_window: InitOpt = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the metrics to this JSON file.")] = None,
+) -> None:
+    """Evaluate a model by the official protocol (free-run simulation; errors after the init window)."""
+    model_path, run = resolve_target(target)
+    flags = _data_flags(benchmark, csv, u, y, dt, init_window)
+    source = config_mod.DataConfig(**{k: v for k, v in flags.items() if v is not None}) if any(
+        flags.values()) else None
+    data = evaluation_data(run, source)
+    results = evaluate_all(load(model_path), data)
+    _print_metrics(results, f"{target} on {data.name}")
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(results, indent=2) + "\n")
+
+
+@app.command(epilog="Example: deepwiener simulate runs/rig --csv new_input.csv --u V1 --out y_hat.csv")
+def simulate(
+    target: Annotated[Path, typer.Argument(help="Run directory or model file.", show_default=False)],
+    csv: Annotated[Path, typer.Option("--csv", help="Input file (CSV with a header row).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV file.", show_default=False)],
+    u: UOpt = None,
+    dt: Annotated[float | None, typer.Option(help="Sampling time of the input in seconds (checked).")] = None,
+    time_column: Annotated[str | None, typer.Option("--time", help="Time column; its step is checked.")] = None,
+) -> None:
+    """Simulate a model in free run from the zero state on the inputs of a CSV file; write the outputs."""
+    model_path, _ = resolve_target(target)
+    info = read_info(model_path)
+    model = load(model_path)
+    columns = _columns(u) or tuple(info["extra"].get("u_names", ()))
+    if not columns:
+        raise DataError("give the input column(s) with --u COLS (the model file does not name them)")
+    inputs, step = _read_inputs(csv, columns, time_column)
+    for found in (dt, step):
+        if found is not None:
+            check_dt(found, model.dt, f"input {csv}", f"the model {model_path}")
+    y_hat = model.simulate(inputs)
+    names = info["extra"].get("y_names") or [f"y{k + 1}" for k in range(y_hat.shape[1])]
+    table = np.column_stack([np.arange(len(y_hat)) * model.dt, y_hat])
+    lines = [",".join(["time", *names])] + [",".join(f"{v:.10g}" for v in row) for row in table]
+    atomic_write(out, "\n".join(lines) + "\n")
+    stdout.print(f"wrote {len(y_hat)} samples of {', '.join(names)} to {out}")
+
+
+def _columns(names: str | None) -> tuple[str, ...] | None:
+    """``"V1, V2"`` -> ``("V1", "V2")``; None stays None."""
+    return None if names is None else tuple(n.strip() for n in names.split(",") if n.strip())
+
+
+def _data_flags(benchmark: str | None, csv: Path | None, u: str | None, y: str | None, dt: float | None,
+                init_window: int | None) -> dict[str, Any]:
+    """The [data] overrides given on the command line (None: not given)."""
+    return {"benchmark": benchmark, "csv": os.path.abspath(csv) if csv is not None else None,
+            "u": _columns(u), "y": _columns(y), "dt": dt, "init_window": init_window}
+
+
+def _read_inputs(path: Path, columns: Sequence[str], time_column: str | None) -> tuple[np.ndarray, float | None]:
+    """Read input columns (and optionally a time column) of a file; return (u (T, n_u), time step or None).
+
+    Raises:
+        DataError: unreadable file, unknown column, NaN/inf, or a non-uniform time column.
+    """
+    arrays = load_variables(path, [*columns, *([time_column] if time_column else [])])
+    u = np.column_stack([np.asarray(arrays[c], dtype=np.float64).reshape(-1) for c in columns])
+    bad = ~np.isfinite(u)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(f"{path}: column {columns[col]!r} has {int(bad[:, col].sum())} NaN/inf value(s); the "
+                        f"first is at row {row}")
+    if time_column is None:
+        return u, None
+    steps = np.diff(np.asarray(arrays[time_column], dtype=np.float64).reshape(-1))
+    if steps.size == 0 or not np.all(np.isfinite(steps)) or np.ptp(steps) > 1e-3 * abs(np.median(steps)):
+        raise DataError(f"{path}: time column {time_column!r} is not uniformly sampled")
+    return u, float(np.median(steps))
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[EpochInfo], None]]:
+    """A rich progress bar on stderr (a plain line every few seconds when stderr is not a terminal); yields
+    the ``on_epoch`` callback for ``fit``. Every epoch is also logged (run.log)."""
+    columns = (TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+               TimeElapsedColumn())
+    last_line = -float("inf")
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task("train", total=total, stats="")
+
+        def on_epoch(info: EpochInfo) -> None:
+            nonlocal last_line
+            stats = (f"loss {info.train_loss:.4g}  val RMSE {info.val_rmse:.4g}{' (best)' if info.best else ''}"
+                     f"  lr {info.lr:.2g}")
+            progress.update(task, completed=info.epoch + 1, stats=stats)
+            logger.info("epoch %d: %s", info.epoch, stats)
+            if not stderr.is_terminal and time.monotonic() - last_line >= PROGRESS_LINE_SECONDS:
+                last_line = time.monotonic()
+                stderr.print(f"epoch {info.epoch + 1}/{total} ({info.seconds:.0f} s): {stats}", soft_wrap=True)
+
+        yield on_epoch
+
+
+def _write_plots(run: RunDir, history: Sequence[Mapping[str, float]],
+                 records: Mapping[str, tuple[IOData, Mapping[str, Any]]], init_window: int) -> None:
+    """Training curves and, per record, measured vs simulated output of each model, as PNG files in plots/."""
+    unit = next(iter(records.values()))[0].y_unit
+    run.write_bytes("plots/training.png", plots.png_bytes(plots.training_curves(history, unit)))
+    for name, (data, models) in records.items():
+        simulated = {label: model.simulate(data.u) for label, model in models.items()}
+        figure = plots.simulation(data, simulated, init_window)
+        run.write_bytes(f"plots/{name.replace(' ', '_')}.png", plots.png_bytes(figure))
+
+
+def _fmt(value: float | list[float], digits: int) -> str:
+    values = value if isinstance(value, list) else [value]
+    return ", ".join(f"{v:.{digits}g}" for v in values)
+
+
+def _print_metrics(results: Mapping[str, Metrics], title: str) -> None:
+    table = Table(title=title)
+    for column in ("test", "samples", "RMSE", "unit", "NRMSE", "FIT [%]", "R²"):
+        table.add_column(column, justify="left" if column in ("test", "unit") else "right", no_wrap=True)
+    for name, m in results.items():
+        table.add_row(name, str(m["n_samples"]), _fmt(m["rmse"], 5), m["unit"] or "-", _fmt(m["nrmse"], 4),
+                      _fmt(m["fit"], 4), _fmt(m["r2"], 5))
+    stdout.print(table, width=None if stdout.is_terminal else 120)  # files and pipes: do not squeeze
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the command line with the error boundary; exits with the command's status."""
+    session = Session()
+    try:
+        typer.main.get_command(app).main(args=argv, prog_name="deepwiener", obj=session)
+    except DeepWienerError as exc:
+        if session.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        log = session.log_path or _error_log()
+        if session.log_path is None:
+            with log.open("a", encoding="utf-8") as file:
+                file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} deepwiener {' '.join(argv or sys.argv[1:])}\n")
+                traceback.print_exc(file=file)
+        if session.debug:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {_one_line(exc)} (traceback in {log}; --debug shows it)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _error_log() -> Path:
+    return Path(tempfile.gettempdir()) / "deepwiener-error.log"
+

@@ -1,0 +1,112 @@
+"""Evaluation by the official benchmark protocol: ``evaluate(model, data, init_window)``.
+
+The protocol of nonlinearbenchmark.org: simulate the whole test record in free run; the model may use at
+most the first ``init_window`` measured outputs to set its state (simulating from the zero state, as done
+here, uses none); errors are counted from sample ``init_window`` on. RMSE is reported in the benchmark's
+unit (``IOData.report_unit``, e.g. mV for Silverbox), else in the data's unit (``IOData.y_unit``).
+NRMSE, FIT and R^2 are unitless. Any object with ``simulate(u) -> y`` and ``dt`` can be evaluated (a
+``DeepWiener`` model, a linear baseline, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypedDict
+
+import numpy as np
+
+from deepwiener.data import Benchmark, IOData
+from deepwiener.data.iodata import check_dt
+from deepwiener.errors import DataError
+from deepwiener.metrics import fit_percent, nrmse, r2, rmse
+
+
+class Simulator(Protocol):
+    """A model that simulates in free run from its zero state, in physical units."""
+
+    @property
+    def dt(self) -> float:
+        """Sampling time in seconds."""
+        ...
+
+    def simulate(self, u: np.ndarray) -> np.ndarray:
+        """u: (T, n_u) -> y: (T, n_y)."""
+        ...
+
+
+class Metrics(TypedDict):
+    """Errors of one evaluation; per-output lists when n_y > 1, floats when n_y == 1.
+
+    Keys:
+        rmse: root-mean-square error in ``unit``.
+        nrmse: RMSE divided by the standard deviation of the measured output (unitless).
+        fit: FIT = 100 (1 - ||y - y_hat|| / ||y - mean(y)||), in percent.
+        r2: coefficient of determination.
+        unit: the unit of ``rmse`` ("" when unknown).
+        n_samples: number of samples counted (T - init_window).
+    """
+
+    rmse: float | list[float]
+    nrmse: float | list[float]
+    fit: float | list[float]
+    r2: float | list[float]
+    unit: str
+    n_samples: int
+
+
+def evaluate(model: Simulator, data: IOData, init_window: int = 0) -> Metrics:
+    """Evaluate a model on one record by the official protocol.
+
+    Args:
+        model: any :class:`Simulator`, e.g. a trained ``DeepWiener`` or a ``LinearStateSpace``.
+        data: the test record, u: (T, n_u), y: (T, n_y); its ``dt`` must equal the model's (relative
+            tolerance 1e-3).
+        init_window: leading samples whose errors are not counted, 0 <= init_window < T.
+
+    Returns:
+        :class:`Metrics` in ``data.report_unit`` (times ``data.report_scale``) when set, else in
+        ``data.y_unit``.
+
+    Raises:
+        DataError: dt mismatch (both values named), an invalid ``init_window``, or a simulated output of the
+            wrong shape or with NaN/inf.
+    """
+    check_dt(data.dt, model.dt, f"record {data.name!r}")
+    if isinstance(init_window, bool) or not isinstance(init_window, int | np.integer) \
+            or not 0 <= init_window < len(data):
+        raise DataError(f"init_window must be an integer in [0, {len(data)}) for record {data.name!r} "
+                        f"({len(data)} samples); got {init_window!r}")
+    y_hat = np.asarray(model.simulate(data.u), dtype=np.float64)
+    if y_hat.shape != data.y.shape:
+        raise DataError(f"the model simulated an output of shape {y_hat.shape} for record {data.name!r}; "
+                        f"expected {data.y.shape}")
+    y, y_hat = report_units(data, data.y[init_window:]), report_units(data, y_hat[init_window:])
+    return Metrics(rmse=_plain(rmse(y, y_hat)), nrmse=_plain(nrmse(y, y_hat)),
+                   fit=_plain(fit_percent(y, y_hat)), r2=_plain(r2(y, y_hat)),
+                   unit=data.report_unit or data.y_unit, n_samples=len(y))
+
+
+def evaluate_all(model: Simulator, bench: Benchmark) -> dict[str, Metrics]:
+    """Evaluate on every test record of a benchmark with its ``init_window``.
+
+    Returns:
+        ``{test name: Metrics}`` in the order of ``bench.tests``.
+    """
+    return {name: evaluate(model, test, bench.init_window) for name, test in bench.tests.items()}
+
+
+def report_units(data: IOData, y: np.ndarray) -> np.ndarray:
+    """Convert an output signal of ``data``'s units into the units its errors are reported in.
+
+    Args:
+        data: the record whose unit convention applies.
+        y: (T, n_y) output in ``data.y_unit``.
+
+    Returns:
+        (T, n_y) in ``data.report_unit`` (scaled) when set, else unchanged.
+    """
+    return y * (data.report_scale if data.report_unit else 1.0)
+
+
+def _plain(value: float | np.ndarray) -> float | list[float]:
+    return [float(v) for v in value] if isinstance(value, np.ndarray) else float(value)
+

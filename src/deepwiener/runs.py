@@ -1,0 +1,302 @@
+"""Run directories: one folder per training run, written so that a half-written run is never taken for a good one.
+
+Layout of ``runs/<name>/``::
+
+    config.toml     the resolved configuration, every default spelled out
+    model.dw        the trained model (see ``deepwiener.io``)
+    metrics.json    {test name: Metrics} on the evaluation records
+    history.csv     one row per epoch: epoch, train_loss, val_rmse, lr, seconds
+    plots/*.png     training curves; measured vs simulated output and the error per test record
+    run.log         the log of the run (tracebacks of failures included)
+    checkpoint.pt   resume checkpoint while training (removed at the end)
+    status.json     written first as "running" and last as "complete" or "failed"
+
+Every file is written atomically (temporary file + ``os.replace``). Commands that read a run
+(:meth:`RunDir.open`) refuse it unless its status is "complete"; :meth:`RunDir.create` refuses to overwrite a
+complete or running run without ``force``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as stdio
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from deepwiener.config import DataConfig, RunConfig, resolve
+from deepwiener.data import Benchmark
+from deepwiener.errors import ConfigError, ModelFileError
+from deepwiener.evaluation import Metrics, evaluate_all
+from deepwiener.io import atomic_write, save, versions
+from deepwiener.model import DeepWiener
+from deepwiener.training import EpochInfo, FitResult, fit
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["running", "complete", "failed"]
+_ARTIFACTS = ("config.toml", "model.dw", "metrics.json", "history.csv", "run.log", "checkpoint.pt", "plots")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_rmse", "lr", "seconds")
+
+
+class RunDir:
+    """A run directory. Use as a context manager around the work that fills it::
+
+        with RunDir.create("runs/x", config=cfg) as run:   # status "running", log to run.log
+            ...                                            # write files with run.write_*
+        # status "complete" on success, "failed" (with the error) on any exception
+
+    Attributes:
+        path: the folder.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._handler: logging.Handler | None = None
+
+    def file(self, name: str) -> Path:
+        """Path of a file in the run, e.g. ``run.file("model.dw")``."""
+        return self.path / name
+
+    @property
+    def model_path(self) -> Path:
+        """The model file."""
+        return self.file("model.dw")
+
+    @property
+    def log_path(self) -> Path:
+        """The run log."""
+        return self.file("run.log")
+
+    @classmethod
+    def create(cls, path: str | Path, *, config: RunConfig | None = None, kind: str = "train",
+               force: bool = False) -> RunDir:
+        """Start a run in ``path``: check it may be (over)written, clear old artifacts, mark it "running".
+
+        A resume checkpoint of an unfinished run with the same resolved configuration is kept, so the same
+        command continues an interrupted run.
+
+        Args:
+            path: the run folder (created if missing).
+            config: the resolved configuration, written to ``config.toml``; None writes none.
+            kind: what produced the run ("train", "demo"); a complete run of kind "demo" may be overwritten
+                by another demo without ``force``.
+            force: overwrite a complete or running run.
+
+        Raises:
+            ConfigError: ``path`` is a file, a non-empty folder that is not a run, or a complete/running run
+                and ``force`` is False.
+        """
+        run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"{run.path} exists and is not a directory")
+        previous = run.read_status() if run.file("status.json").exists() else None
+        if previous is None and run.path.is_dir() and any(run.path.iterdir()) and not force:
+            raise ConfigError(f"{run.path} is a non-empty folder that is not a run; choose another --out or use "
+                              "--force")
+        if previous is not None and not force and previous.get("status") in ("complete", "running") \
+                and not (previous.get("status") == "complete" and previous.get("kind") == kind == "demo"):
+            raise ConfigError(f"run {run.path} is {previous.get('status')}; use --force to overwrite it "
+                              "(a 'running' run may be in use by another process, or was killed)")
+        config_text = config.to_toml() if config is not None else None
+        run._clear(keep_checkpoint=config_text is not None and run._same_config(config_text))
+        run.set_status("running", kind=kind)
+        if config_text is not None:
+            atomic_write(run.file("config.toml"), config_text)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """Open a complete run for reading.
+
+        Raises:
+            ConfigError: ``path`` is not a directory, or not a run.
+            ModelFileError: the run's status is not "complete" (running, failed or unreadable).
+        """
+        run = cls(path)
+        if not run.path.is_dir():
+            raise ConfigError(f"{run.path}: no such run directory")
+        if not run.file("status.json").exists():
+            raise ConfigError(f"{run.path} is not a run directory (no status.json)")
+        status = run.read_status().get("status")
+        if status != "complete":
+            raise ModelFileError(f"run {run.path} is not complete (status: {status}); train it again")
+        return run
+
+    def read_status(self) -> dict[str, Any]:
+        """The content of status.json; ``{"status": "unreadable"}`` when it cannot be parsed."""
+        try:
+            status = json.loads(self.file("status.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {"status": "unreadable"}
+        return status if isinstance(status, dict) else {"status": "unreadable"}
+
+    def set_status(self, status: Status, **info: Any) -> None:
+        """Write status.json (atomically) with the time, the versions and ``info``."""
+        kind = info.pop("kind", None) or self.read_status().get("kind", "train")
+        content = {"status": status, "kind": kind, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "versions": versions(), **info}
+        self.write_json("status.json", content)
+
+    def config(self) -> RunConfig:
+        """The run's resolved configuration (from config.toml).
+
+        Raises:
+            ConfigError: the run has no config.toml, or it is invalid.
+        """
+        if not self.file("config.toml").exists():
+            raise ConfigError(f"run {self.path} has no config.toml")
+        return resolve(self.file("config.toml"))
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write a text file in the run (atomically)."""
+        return atomic_write(self.file(name), text)
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        """Write a binary file in the run (atomically), e.g. ``plots/training.png``."""
+        return atomic_write(self.file(name), data)
+
+    def write_json(self, name: str, content: Any) -> Path:
+        """Write a JSON file in the run (atomically, indented)."""
+        return atomic_write(self.file(name), json.dumps(content, indent=2) + "\n")
+
+    def write_history(self, history: Sequence[Mapping[str, float]]) -> Path:
+        """Write history.csv, one row per epoch with the columns :data:`HISTORY_COLUMNS`."""
+        buffer = stdio.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        return atomic_write(self.file("history.csv"), buffer.getvalue())
+
+    def __enter__(self) -> RunDir:
+        self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("deepwiener")
+        root.addHandler(self._handler)
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        logger.info("run %s started", self.path)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc is None:
+                logger.info("run %s complete", self.path)
+                self.set_status("complete")
+            else:
+                logger.error("run %s failed: %s", self.path, exc, exc_info=(exc_type, exc, tb))
+                self.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if self._handler is not None:
+                logging.getLogger("deepwiener").removeHandler(self._handler)
+                self._handler.close()
+                self._handler = None
+
+    def _same_config(self, config_text: str) -> bool:
+        path = self.file("config.toml")
+        return path.exists() and path.read_text(encoding="utf-8") == config_text
+
+    def _clear(self, keep_checkpoint: bool) -> None:
+        """Remove status.json first (so the run is never "complete" meanwhile), then old artifacts."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.file("status.json").unlink(missing_ok=True)
+        for name in _ARTIFACTS:
+            target = self.file(name)
+            if name == "checkpoint.pt" and keep_checkpoint:
+                continue
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What :func:`train_run` produced.
+
+    Attributes:
+        model: the trained model (best validation epoch).
+        result: the training history and stopping reason.
+        data: the data the run trained and evaluated on.
+        metrics: ``{test name: Metrics}`` on ``data.tests``.
+    """
+
+    model: DeepWiener
+    result: FitResult
+    data: Benchmark
+    metrics: dict[str, Metrics]
+
+
+def train_run(run: RunDir, config: RunConfig, data: Benchmark,
+              on_epoch: Callable[[EpochInfo], None] | None = None) -> TrainOutcome:
+    """Build the model, train it, save it, and evaluate it on every test record of ``data``.
+
+    Writes ``model.dw``, ``history.csv`` and ``metrics.json`` into ``run`` (its status is the caller's).
+
+    Args:
+        run: the run directory (from :meth:`RunDir.create`).
+        config: the resolved configuration.
+        data: the train and test records (``config.data.load()``).
+        on_epoch: progress callback, called after every epoch.
+
+    Returns:
+        The trained model, the fit result, the data and the metrics.
+    """
+    first = data.train[0]
+    model = DeepWiener.from_config(config.model_config(first.n_u, first.n_y))
+    logger.info("training %s (%d parameters) on %s", config.model["layer"], model.n_parameters, data.name)
+    result = fit(model, data.train, config.train, checkpoint=run.file("checkpoint.pt"), on_epoch=on_epoch)
+    logger.info("stopped after %d epochs (%s); best epoch %d, validation RMSE %.6g", result.epochs_run,
+                result.stopped, result.best_epoch, result.best_val_rmse)
+    save(model, run.model_path, extra=describe(data))
+    run.write_history(result.history)
+    metrics = evaluate_all(model, data)
+    run.write_json("metrics.json", metrics)
+    return TrainOutcome(model, result, data, metrics)
+
+
+def describe(data: Benchmark) -> dict[str, Any]:
+    """Information about the training data stored in the model file (channel names, units, source)."""
+    first = data.train[0]
+    return {"data": data.name, "u_names": list(first.u_names), "y_names": list(first.y_names),
+            "y_unit": first.y_unit, "report_unit": first.report_unit, "report_scale": first.report_scale}
+
+
+def resolve_target(target: str | Path) -> tuple[Path, RunDir | None]:
+    """The model file of a complete run directory, or a model file itself.
+
+    Returns:
+        ``(model file, run)``, with ``run`` None when ``target`` is a file.
+
+    Raises:
+        ConfigError: ``target`` does not exist or is not a run.
+        ModelFileError: the run is not complete.
+    """
+    path = Path(target)
+    if path.is_dir():
+        run = RunDir.open(path)
+        return run.model_path, run
+    if not path.exists():
+        raise ConfigError(f"{path}: no such run directory or model file")
+    return path, None
+
+
+def evaluation_data(run: RunDir | None, data: DataConfig | None) -> Benchmark:
+    """The records to evaluate on: ``data`` when given, else the run's own data.
+
+    Raises:
+        ConfigError: neither is available.
+    """
+    if data is not None:
+        return data.load()
+    if run is None or not run.file("config.toml").exists():
+        raise ConfigError("say what to evaluate on: --benchmark NAME or --csv FILE --u COLS --y COLS --dt SECONDS")
+    return run.config().data.load()
+

@@ -1,0 +1,113 @@
+"""The command line end to end on small slices of the real data: train, evaluate, simulate, demo, help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SILVERBOX_DT, run_cli, write_csv
+
+import deepwiener as dw
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "simulate"])
+def test_help_lists_commands_with_examples(command: str) -> None:
+    top = run_cli(["--help"])
+    assert top.code == 0 and command in top.out
+    sub = run_cli([command, "--help"])
+    assert sub.code == 0 and "Example" in sub.out and f"deepwiener {command}" in sub.out
+
+
+def test_silverbox_train_then_evaluate_matches_independent_rmse(cli_env: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text("[model]\nd_model = 4\nd_state = 4\nn_layers = 1\n"
+                      "[train]\nwindow = 64\nwashout = 10\nstride = 64\nbatch_size = 128\nval_fraction = 0.9\n")
+    out = tmp_path / "x"
+    train = run_cli(["train", "--benchmark", "silverbox", "--layer", "lru", "--max-minutes", 1, "--epochs", 1,
+                     "--config", config, "--out", out])
+    assert train.code == 0, train.err
+    assert "arrow_no_extrapolation" in train.out and "mV" in train.out
+    for name in ("config.toml", "model.dw", "metrics.json", "history.csv", "run.log", "status.json",
+                 "plots/training.png", "plots/multisine.png", "plots/arrow_full.png",
+                 "plots/arrow_no_extrapolation.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "status.json").read_text())["status"] == "complete"
+    assert not (out / "checkpoint.pt").exists()
+
+    evaluate = run_cli(["evaluate", out, "--json", tmp_path / "m.json"])
+    assert evaluate.code == 0, evaluate.err
+    results = json.loads((tmp_path / "m.json").read_text())
+    assert list(results) == ["multisine", "arrow_full", "arrow_no_extrapolation"]
+    assert results == json.loads((out / "metrics.json").read_text())
+
+    bench = dw.load_benchmark("silverbox")
+    model = dw.load(out / "model.dw")
+    for name, test in bench.tests.items():
+        y_hat = model.simulate(test.u)[50:, 0]  # the official protocol, written out
+        rmse_mv = 1000 * np.sqrt(np.mean((test.y[50:, 0] - y_hat) ** 2))
+        assert results[name]["rmse"] == pytest.approx(rmse_mv, rel=1e-9)
+        assert results[name]["unit"] == "mV" and results[name]["n_samples"] == len(test) - 50
+        assert f"{rmse_mv:.5g}" in evaluate.out
+
+
+def test_csv_run_evaluate_and_simulate(csv_run: Path, silverbox_slices: dict[str, Path], tmp_path: Path) -> None:
+    assert json.loads((csv_run / "metrics.json").read_text())["train"]["n_samples"] == 3000 - 20
+    test_csv = silverbox_slices["test"]
+    evaluate = run_cli(["evaluate", csv_run / "model.dw", "--csv", test_csv, "--u", "V1", "--y", "V2", "--dt",
+                        SILVERBOX_DT, "--init-window", 50, "--json", tmp_path / "m.json"])
+    assert evaluate.code == 0, evaluate.err
+    metrics = json.loads((tmp_path / "m.json").read_text())["test"]
+    model = dw.load(csv_run / "model.dw")
+    test = dw.read_csv(test_csv, "V1", "V2", SILVERBOX_DT)
+    assert metrics["rmse"] == pytest.approx(float(dw.rmse(test.y[50:], model.simulate(test.u)[50:])), rel=1e-9)
+
+    simulate = run_cli(["simulate", csv_run, "--csv", test_csv, "--out", tmp_path / "y.csv"])  # --u from the model
+    assert simulate.code == 0, simulate.err
+    table = np.loadtxt(tmp_path / "y.csv", delimiter=",", skiprows=1)
+    assert (tmp_path / "y.csv").read_text().startswith("time,V2\n")
+    np.testing.assert_allclose(table[:, 1], model.simulate(test.u)[:, 0], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(table[:, 0], np.arange(1000) * SILVERBOX_DT)
+
+
+def test_complete_run_is_not_overwritten_without_force(csv_run: Path, silverbox_slices: dict[str, Path]) -> None:
+    args = ["train", "--csv", silverbox_slices["train"], "--u", "V1", "--y", "V2", "--dt", SILVERBOX_DT, "--out",
+            csv_run]
+    result = run_cli(args)
+    assert result.code == 2 and "is complete; use --force" in result.err
+    assert json.loads((csv_run / "status.json").read_text())["status"] == "complete"
+
+
+def test_internal_error_is_logged_and_marks_the_run_failed(
+        silverbox_slices: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr("deepwiener.cli.train_run", broken)
+    args = ["train", "--csv", silverbox_slices["train"], "--u", "V1", "--y", "V2", "--dt", SILVERBOX_DT]
+    result = run_cli([*args, "--out", tmp_path / "r"])
+    assert result.code == 1
+    assert result.err.strip().splitlines()[-1].startswith("internal error: RuntimeError: kaboom (traceback in ")
+    assert "Traceback" not in result.err and "Traceback" in (tmp_path / "r" / "run.log").read_text()
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "failed"
+    debug = run_cli(["--debug", *args, "--out", tmp_path / "r"])
+    assert debug.code == 1 and "Traceback" in debug.err, debug.err
+
+
+def test_demo_beats_the_linear_model(tmp_path: Path) -> None:
+    result = run_cli(["demo", "--max-minutes", 0.2, "--out", tmp_path / "demo"])
+    assert result.code == 0, result.err
+    assert "deep Wiener" in result.out and "best linear" in result.out
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["deep Wiener"]["fit"] > metrics["best linear"]["fit"] + 10
+    for name in ("model.dw", "history.csv", "plots/training.png", "plots/test.png", "status.json"):
+        assert (tmp_path / "demo" / name).is_file(), name
+
+
+def test_simulate_writes_named_columns_without_model_names(csv_run: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = write_csv(tmp_path / "in.csv", {"t": np.arange(200) * SILVERBOX_DT, "drive": rng.normal(size=200)})
+    result = run_cli(["simulate", csv_run, "--csv", path, "--u", "drive", "--time", "t", "--out", tmp_path / "o.csv"])
+    assert result.code == 0, result.err
+    assert len((tmp_path / "o.csv").read_text().splitlines()) == 201

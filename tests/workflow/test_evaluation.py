@@ -1,0 +1,109 @@
+"""evaluate(): the official protocol, cross-checked against an independent plain-Python implementation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepwiener.baselines.linear import fit_fir
+from deepwiener.data import IOData, load_benchmark
+from deepwiener.errors import DataError
+from deepwiener.evaluation import evaluate, evaluate_all
+
+
+@dataclass
+class Replay:
+    """A Simulator that returns a fixed output (and records the input it was given)."""
+
+    y_hat: np.ndarray
+    dt: float = 0.1
+
+    def simulate(self, u: np.ndarray) -> np.ndarray:
+        self.u = u
+        return self.y_hat
+
+
+def reference(y: list[float], y_hat: list[float], skip: int, scale: float) -> dict[str, float]:
+    """The benchmark formulas written out with explicit sums (nonlinear_benchmarks' RMSE with n_init)."""
+    y = [scale * v for v in y[skip:]]
+    y_hat = [scale * v for v in y_hat[skip:]]
+    n = len(y)
+    mean = math.fsum(y) / n
+    sse = math.fsum((a - b) ** 2 for a, b in zip(y, y_hat, strict=True))
+    sst = math.fsum((a - mean) ** 2 for a in y)
+    return {"rmse": math.sqrt(sse / n), "nrmse": math.sqrt(sse / sst), "fit": 100 * (1 - math.sqrt(sse / sst)),
+            "r2": 1 - sse / sst}
+
+
+def test_matches_independent_implementation() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(300, 2)) * [0.05, 2.0]
+    y_hat = y + rng.normal(size=(300, 2)) * [0.01, 0.5]
+    y_hat[:20] += 100.0  # errors inside the init window must not count
+    data = IOData(u=rng.normal(size=300), y=y, dt=0.1, y_unit="V", report_unit="mV", report_scale=1000.0)
+    model = Replay(y_hat)
+    m = evaluate(model, data, init_window=20)
+    np.testing.assert_array_equal(model.u, data.u)  # the whole record is simulated
+    assert m["unit"] == "mV" and m["n_samples"] == 280
+    for k in range(2):
+        ref = reference(y[:, k].tolist(), y_hat[:, k].tolist(), 20, 1000.0)
+        for key, value in ref.items():
+            assert m[key][k] == pytest.approx(value, rel=1e-10), key
+
+
+def test_single_output_floats_and_data_unit() -> None:
+    y = np.sin(np.arange(100) / 5)
+    m = evaluate(Replay(y[:, None] + 0.1), IOData(u=y, y=y, dt=0.1, y_unit="m"))
+    assert m == {"rmse": pytest.approx(0.1), "nrmse": pytest.approx(0.1 / y.std()),
+                 "fit": pytest.approx(100 * (1 - 0.1 / y.std())), "r2": pytest.approx(1 - (0.1 / y.std()) ** 2),
+                 "unit": "m", "n_samples": 100}
+    assert isinstance(m["rmse"], float)
+
+
+def test_refuses_other_dt_naming_both() -> None:
+    data = IOData(u=np.zeros(10), y=np.ones(10), dt=0.2, name="rec")
+    with pytest.raises(DataError, match=r"record 'rec' has dt = 0\.2 s but the model uses dt = 0\.1 s"):
+        evaluate(Replay(np.ones((10, 1))), data)
+    evaluate(Replay(np.ones((10, 1)), dt=0.2 * (1 + 5e-4)), data)  # within the 1e-3 relative tolerance
+
+
+@pytest.mark.parametrize("init_window", [-1, 10, 1.5, True])
+def test_bad_init_window(init_window: object) -> None:
+    with pytest.raises(DataError, match="init_window must be an integer in"):
+        evaluate(Replay(np.ones((10, 1))), IOData(u=np.zeros(10), y=np.arange(10.0), dt=0.1), init_window)
+
+
+def test_wrong_simulated_shape() -> None:
+    with pytest.raises(DataError, match=r"simulated an output of shape \(9, 1\)"):
+        evaluate(Replay(np.ones((9, 1))), IOData(u=np.zeros(10), y=np.arange(10.0), dt=0.1))
+
+
+def test_linear_baseline_is_a_simulator() -> None:
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=400)
+    y = np.convolve(u, [0.5, 0.3, 0.1])[:400]
+    data = IOData(u=u, y=y, dt=0.01)
+    model = fit_fir([data], n_taps=3)
+    assert evaluate(model, data, init_window=5)["rmse"] < 1e-8
+
+
+def test_benchmark_records_carry_report_units(data_dir: Path) -> None:
+    bench = load_benchmark("silverbox", data_dir)
+    for record in (*bench.train, *bench.tests.values()):
+        assert (record.y_unit, record.report_unit, record.report_scale) == ("V", "mV", 1000.0)
+    piece = bench.tests["multisine"][100:400]
+    assert (piece.report_unit, piece.report_scale) == ("mV", 1000.0)
+    zero = Replay(np.zeros((300, 1)), dt=bench.train[0].dt)
+    assert evaluate(zero, piece)["rmse"] == pytest.approx(1000 * np.sqrt(np.mean(piece.y**2)))
+    only_multisine = replace(bench, tests={"multisine": bench.tests["multisine"]})
+    results = evaluate_all(Replay(np.zeros((21688, 1)), dt=piece.dt), only_multisine)
+    assert list(results) == ["multisine"] and results["multisine"]["n_samples"] == 21688 - bench.init_window
+
+
+def test_report_scale_must_be_positive() -> None:
+    with pytest.raises(DataError, match="field 'report_scale' must be finite and > 0"):
+        IOData(u=np.zeros(3), y=np.zeros(3), dt=1.0, report_unit="mV", report_scale=0.0)

@@ -1,0 +1,124 @@
+"""Model files: round trip, atomic writes, and a clear ModelFileError for every kind of bad file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from deepwiener import io
+from deepwiener.errors import ModelFileError
+from deepwiener.model import DeepWiener
+
+
+def small_model(layer: str = "lru", dtype: torch.dtype = torch.float32) -> DeepWiener:
+    model = DeepWiener(n_u=2, n_y=1, layer=layer, d_model=4, d_state=4, n_layers=2, seed=3).to(dtype)
+    model.with_dt(0.01)
+    model.set_scaler([0.5, -1.0], [2.0, 3.0], [0.1], [4.0])
+    return model
+
+
+@pytest.mark.parametrize(("layer", "dtype"), [("lru", torch.float32), ("s4d", torch.float64), ("s4", torch.float32)])
+def test_round_trip(tmp_path: Path, layer: str, dtype: torch.dtype) -> None:
+    model = small_model(layer, dtype)
+    path = io.save(model, tmp_path / "m.dw", extra={"y_names": ["y"]})
+    loaded = io.load(path)
+    assert loaded.config == model.config and loaded.dt == 0.01
+    assert loaded.u_mean.dtype == dtype
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    u = np.random.default_rng(0).normal(size=(50, 2))
+    np.testing.assert_array_equal(loaded.simulate(u), model.simulate(u))
+    info = io.read_info(path)
+    assert info["format"] == io.FORMAT and info["extra"] == {"y_names": ["y"]}
+    assert info["scaler"]["u_std"] == [2.0, 3.0] and "torch" in info["versions"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.dw"]  # no temporary file left behind
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = io.atomic_write(tmp_path / "a.txt", "old")
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def _rewrite(path: Path, tensors: dict[str, torch.Tensor], **changes: str) -> None:
+    """Write a safetensors file with the metadata of ``path`` changed."""
+    with open(path, "rb") as file:
+        header_len = int.from_bytes(file.read(8), "little")
+        meta = json.loads(file.read(header_len))["__metadata__"]
+    meta.update(changes)
+    path.write_bytes(safetensors.torch.save(tensors, metadata=meta))
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    return io.save(small_model(), tmp_path / "model.dw")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match=r"nothere\.dw: no such model file"):
+        io.load(tmp_path / "nothere.dw")
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is not a model at all", b"PK\x03\x04" + bytes(100),
+                                     (20).to_bytes(8, "little") + b"{not json at all!!!}"])
+def test_not_safetensors(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "foreign.dw"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=r"foreign\.dw: not a safetensors file"):
+        io.load(path)
+
+
+def test_foreign_safetensors_without_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(3)}, path)
+    with pytest.raises(ModelFileError, match=r"other\.safetensors: missing metadata"):
+        io.load(path)
+
+
+def test_wrong_format_version(saved: Path) -> None:
+    _rewrite(saved, io.load(saved).state_dict(), format="deepwiener-model/2")
+    with pytest.raises(ModelFileError, match=r"model\.dw: format 'deepwiener-model/2' is not supported"):
+        io.load(saved)
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.99])
+def test_truncated(saved: Path, keep: float) -> None:
+    data = saved.read_bytes()
+    saved.write_bytes(data[: int(keep * len(data))])
+    with pytest.raises(ModelFileError, match=r"model\.dw: truncated"):
+        io.load(saved)
+
+
+def test_checksum_mismatch(saved: Path) -> None:
+    data = bytearray(saved.read_bytes())
+    data[-3] ^= 0xFF  # flip bits inside the last tensor's bytes
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"model\.dw: checksum mismatch"):
+        io.load(saved)
+
+
+def test_shape_mismatch(saved: Path) -> None:
+    tensors = io.load(saved).state_dict()
+    config = io.read_info(saved)["config"]
+    config["d_state"] = 5
+    _rewrite(saved, tensors, config=json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"model\.dw: shape mismatch: tensor 'blocks\.0\.lti\.\w+' has shape"):
+        io.load(saved)
+
+
+def test_invalid_config(saved: Path) -> None:
+    _rewrite(saved, io.load(saved).state_dict(), config=json.dumps({"n_u": 1, "n_y": 1, "layer": "lstm"}))
+    with pytest.raises(ModelFileError, match=r"model\.dw: invalid model config: unknown layer 'lstm'"):
+        io.load(saved)
