@@ -16,6 +16,7 @@ Example::
 
 from importlib import metadata
 
+from deepwiener import analysis
 from deepwiener.data import BENCHMARKS, Benchmark, IOData, load_benchmark, read_csv, read_mat, read_npz
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
 from deepwiener.evaluation import Metrics, Simulator, evaluate, evaluate_all
@@ -45,6 +46,7 @@ __all__ = [
     "Simulator",
     "TrainConfig",
     "__version__",
+    "analysis",
     "evaluate",
     "evaluate_all",
     "fit",

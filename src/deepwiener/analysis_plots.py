@@ -100,6 +100,7 @@ def bode_figure(blocks: Sequence[BlockSystem | NonLTIBlock], n_points: int = 400
                 axes[1].semilogx(f, phase[:, o, i], color=line[0].get_color())
     if systems:
         nyquist = 0.5 / systems[0].dt
+        axes[-1].set_xlim(frequency_grid(systems[0].dt, 2)[0], nyquist)
         for ax in axes:
             ax.axvline(nyquist, color="0.5", ls="--", lw=0.8)
             ax.grid(True, which="both", alpha=0.3)
@@ -131,7 +132,7 @@ def hsv_figure(blocks: Sequence[BlockSystem | NonLTIBlock]) -> Figure:
         ax.semilogy(np.arange(1, hsv.size + 1), hsv, marker="o", ms=3.5, lw=1, label=f"block {block.index}")
     ax.set_xlabel("state index (real order)")
     ax.set_ylabel("Hankel singular value")
-    ax.set_title("Hankel singular values (truncating after r states: H-inf error <= 2 x sum of the rest)")
+    ax.set_title("Hankel singular values (truncation error <= 2 x sum of those dropped)")
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines:
         ax.legend(fontsize="small")

@@ -89,6 +89,7 @@ def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/demo"),
     max_minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 0.75,
+    epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = demo_mod.TRAIN.epochs,
     seed: Annotated[int, typer.Option(help="Seed of the data, the model and the training.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run that is not a demo.")] = False,
 ) -> None:
@@ -96,8 +97,8 @@ def demo(
     start = time.monotonic()
     with RunDir.create(out, kind="demo", force=force) as run:
         ctx.ensure_object(Session).log_path = run.log_path
-        with _progress(demo_mod.TRAIN.epochs) as on_epoch:
-            result = demo_mod.run_demo(max_minutes=max_minutes, seed=seed, on_epoch=on_epoch)
+        with _progress(epochs) as on_epoch:
+            result = demo_mod.run_demo(max_minutes=max_minutes, seed=seed, epochs=epochs, on_epoch=on_epoch)
         save(result.model, run.model_path, extra={"data": "deepwiener demo", "u_names": ["u"], "y_names": ["y"]})
         run.write_history(result.fit_result.history)
         run.write_json("metrics.json", result.metrics)

@@ -121,13 +121,14 @@ class DemoResult:
     metrics: dict[str, Metrics]
 
 
-def run_demo(max_minutes: float = 0.75, seed: int = 0,
+def run_demo(max_minutes: float = 0.75, seed: int = 0, epochs: int = TRAIN.epochs,
              on_epoch: Callable[[EpochInfo], None] | None = None) -> DemoResult:
     """Identify the demo system with a deep Wiener model and with the best linear model; test both.
 
     Args:
         max_minutes: training time budget of the deep model.
         seed: seed of the data, the model initialisation and the training.
+        epochs: maximum number of training epochs (training stops at whichever limit comes first).
         on_epoch: progress callback of the training.
 
     Returns:
@@ -136,7 +137,7 @@ def run_demo(max_minutes: float = 0.75, seed: int = 0,
     train, val, test = make_data(seed)
     linear, _ = best_linear([train], val, orders=(2, 4, 6, 8), n_skip=INIT_WINDOW)
     model = DeepWiener(n_u=1, n_y=1, seed=seed, **MODEL)
-    config = TrainConfig(**{**TRAIN.to_dict(), "max_minutes": max_minutes, "seed": seed})
+    config = TrainConfig(**{**TRAIN.to_dict(), "max_minutes": max_minutes, "seed": seed, "epochs": epochs})
     result = fit(model, [train], config, val=[val], on_epoch=on_epoch)
     metrics = {"deep Wiener": evaluate(model, test, INIT_WINDOW), "best linear": evaluate(linear, test, INIT_WINDOW)}
     return DemoResult(model, linear, result, test, metrics)

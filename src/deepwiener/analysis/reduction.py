@@ -28,11 +28,9 @@ cannot be rebuilt from a system; reducing them raises ConfigError.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -223,23 +221,10 @@ class _Modal:
 _PLANS: dict[str, type[_Balanced] | type[_Modal]] = {"balanced": _Balanced, "modal": _Modal}
 
 
-@contextlib.contextmanager
-def _float64_default() -> Iterator[None]:
-    """Build layers in float64: ``from_system`` creates parameters in torch's default dtype, and building
-    them in float32 would round the reduced system before it is cast to the model's dtype. Restored on exit."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def _rebuild(layer: LTILayer, system: DiagonalSSM) -> LTILayer:
     """A layer of the same class and options reproducing ``system``, on the layer's device and dtype."""
     reference = next(layer.parameters())
-    with _float64_default():
-        new = type(layer).from_system(system, layer.options)
+    new = type(layer).from_system(system, layer.options)
     return new.to(device=reference.device, dtype=reference.dtype)
 
 
@@ -276,7 +261,7 @@ def reduce(
     *,
     order: int | None = None,
     tol: float | None = None,
-    method: str = "balanced",
+    method: Method = "balanced",
     data: IOData | None = None,
     init_window: int = 0,
 ) -> ReductionResult:

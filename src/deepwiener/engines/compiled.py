@@ -50,7 +50,7 @@ except Exception:  # numba missing or broken (e.g. incompatible numpy): the engi
     numba = None
     prange = range
 
-__all__ = ["CompiledUnavailableError", "available", "diagonal_recurrence"]
+__all__ = ["SUPPORTED_DTYPES", "CompiledUnavailableError", "available", "diagonal_recurrence"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ SUPPORTED_DTYPES = (torch.complex64, torch.complex128, torch.float32, torch.floa
 _WORK_ITEMS_PER_THREAD = 4
 """Target number of (batch row, state block) work items per thread, for load balance."""
 
+_MIN_BLOCK = 32
+"""Fewest states in one work item when rows are split into blocks."""
+
 
 class CompiledUnavailableError(DeepWienerError, RuntimeError):
     """The compiled engine cannot run: numba is not installed or its kernels failed to compile."""
@@ -67,9 +70,10 @@ class CompiledUnavailableError(DeepWienerError, RuntimeError):
 
 # --------------------------------------------------------------------------------------------------
 # Kernels (plain Python here; compiled with numba on first use). Arrays are C-contiguous.
-# ``a`` is 2-D (rows, n); the row used at batch b, step k is ``b * asb + k * ask``, which is
+# ``a`` is 2-D (rows, n); the row used at batch b, step k is ``b * asb + k * ask``: (asb, ask) is
 # (0, 0) for time-invariant a (one row) and (T, 1) for time-varying a (rows = batch * T).
-# ``ga`` uses the same scheme with (gsb, gsk) = (1, 0) (per-row partial sums) or (T, 1).
+# ``ga`` (the gradient of a) is (batch, n) per-row partial sums when a is time-invariant, else
+# (batch * T, n) with one row per (b, k), like ``a``.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -92,9 +96,13 @@ def _forward_kernel(a, asb, ask, bu, x0, out, block):  # pragma: no cover - runs
                 out[b, k, j] = a[r, j] * out[b, k - 1, j] + bu[b, k, j]
 
 
-def _backward_kernel(a, asb, ask, x0, xs, gx, mu, gx0, ga, gsb, gsk, need_a, block):  # pragma: no cover
-    """Adjoint pass: writes ``mu`` (= grad_bu, (batch, T, n)), ``gx0`` (batch, n) and, if
-    ``need_a``, accumulates conj(x[k]) * mu[k] into the zero-initialised rows of ``ga``."""
+def _backward_kernel(a, asb, ask, x0, xs, gx, mu, gx0, ga, need_a, block):  # pragma: no cover
+    """Adjoint pass: writes ``mu`` (= grad_bu, (batch, T, n)), ``gx0`` (batch, n) and, if ``need_a``,
+    ``ga``: summed into its zero-initialised rows (time-invariant a) or written per step.
+
+    Memory is walked strictly downwards (states too): rows visited in descending order with an
+    ascending inner loop measured ~4x slower (hardware prefetch).
+    """
     batch, steps, n = xs.shape
     n_blocks = (n + block - 1) // block
     if steps == 0:
@@ -103,23 +111,27 @@ def _backward_kernel(a, asb, ask, x0, xs, gx, mu, gx0, ga, gsb, gsk, need_a, blo
         b = item // n_blocks
         j0 = (item % n_blocks) * block
         j1 = min(j0 + block, n)
-        last = steps - 1
-        for j in range(j0, j1):
-            mu[b, last, j] = gx[b, last, j]
-        for k in range(last, 0, -1):
+        for j in range(j1 - 1, j0 - 1, -1):
+            mu[b, steps - 1, j] = gx[b, steps - 1, j]
+        for k in range(steps - 1, 0, -1):
+            if need_a and ask == 0:
+                for j in range(j1 - 1, j0 - 1, -1):
+                    ga[b, j] += xs[b, k - 1, j].conjugate() * mu[b, k, j]
+            elif need_a:
+                g = b * steps + k
+                for j in range(j1 - 1, j0 - 1, -1):
+                    ga[g, j] = xs[b, k - 1, j].conjugate() * mu[b, k, j]
             r = b * asb + k * ask
-            if need_a:
-                g = b * gsb + k * gsk
-                for j in range(j0, j1):
-                    ga[g, j] += xs[b, k - 1, j].conjugate() * mu[b, k, j]
-            for j in range(j0, j1):
+            for j in range(j1 - 1, j0 - 1, -1):
                 mu[b, k - 1, j] = gx[b, k - 1, j] + a[r, j].conjugate() * mu[b, k, j]
+        if need_a and ask == 0:
+            for j in range(j1 - 1, j0 - 1, -1):
+                ga[b, j] += x0[b, j].conjugate() * mu[b, 0, j]
+        elif need_a:
+            for j in range(j1 - 1, j0 - 1, -1):
+                ga[b * steps, j] = x0[b, j].conjugate() * mu[b, 0, j]
         r = b * asb
-        if need_a:
-            g = b * gsb
-            for j in range(j0, j1):
-                ga[g, j] += x0[b, j].conjugate() * mu[b, 0, j]
-        for j in range(j0, j1):
+        for j in range(j1 - 1, j0 - 1, -1):
             gx0[b, j] = a[r, j].conjugate() * mu[b, 0, j]
 
 
@@ -187,13 +199,21 @@ def _require_engine() -> None:
 
 
 def _launch(kernel: Callable[..., None], *args: Any) -> None:
-    """Run a kernel with torch's thread count; a numba compile error disables the engine."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    """Run a kernel with torch's thread count; a numba compile error disables the engine.
+
+    numba's OpenMP threading layer shares torch's OpenMP runtime and resets its thread count when
+    it starts, so torch's setting is restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:
         kernel(*args)
     except numba.core.errors.NumbaError as exc:
         _disable(exc)
         raise CompiledUnavailableError(f"compiling the diagonal-recurrence kernel failed: {exc}") from exc
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,9 +222,10 @@ def _launch(kernel: Callable[..., None], *args: Any) -> None:
 
 
 def _block_size(batch: int, n: int) -> int:
-    """States per work item: whole rows when the batch alone keeps the threads busy, else split."""
+    """States per work item: whole rows when the batch alone keeps the threads busy, else split
+    into blocks of at least ``_MIN_BLOCK`` states (narrower blocks measured slower)."""
     target = _WORK_ITEMS_PER_THREAD * torch.get_num_threads()
-    n_blocks = 1 if batch >= target else min(max(n, 1), math.ceil(target / max(batch, 1)))
+    n_blocks = 1 if batch >= target else min(math.ceil(target / max(batch, 1)), max(1, n // _MIN_BLOCK))
     return max(1, math.ceil(n / n_blocks))
 
 
@@ -254,15 +275,18 @@ def _backward(
     batch, steps, n = xs.shape
     a_np, asb, ask = _a_layout(a, steps)
     mu = torch.empty_like(xs)
-    gx0 = torch.empty_like(x0)
+    gx0 = torch.zeros_like(x0)  # stays zero when T == 0
     time_varying = a.dim() == 3
-    ga_rows = (batch * steps if time_varying else batch) if need_a else 1
-    ga = torch.zeros(ga_rows, n, dtype=xs.dtype)
-    gsb, gsk = (steps, 1) if time_varying else (1, 0)
+    if not need_a:
+        ga = torch.empty(0, n, dtype=xs.dtype)
+    elif time_varying:
+        ga = torch.empty(batch * steps, n, dtype=xs.dtype)
+    else:
+        ga = torch.zeros(batch, n, dtype=xs.dtype)
     _launch(
         _ENGINE.backward,
         a_np, asb, ask, x0.numpy(), xs.numpy(), gx.numpy(), mu.numpy(), gx0.numpy(), ga.numpy(),
-        gsb, gsk, need_a, _block_size(batch, n),
+        need_a, _block_size(batch, n),
     )
     if not need_a:
         return None, mu, gx0
@@ -283,8 +307,6 @@ class _DiagonalRecurrence(torch.autograd.Function):
     def backward(ctx: FunctionCtx, gx: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, x0, xs = ctx.saved_tensors
         need_a, need_bu, need_x0 = ctx.needs_input_grad
-        if not (need_a or need_bu or need_x0):
-            return None, None, None
         grad_a, grad_bu, grad_x0 = _backward(
             a.detach(), x0.detach(), xs.detach(), _cpu_contiguous(gx.detach()), need_a
         )

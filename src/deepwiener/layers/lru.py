@@ -26,7 +26,7 @@ import torch
 from deepwiener.errors import ConfigError
 from deepwiener.layers import init
 from deepwiener.layers.base import LayerOptions, LTILayer, complex_from, real_param
-from deepwiener.systems import DiagonalSSM, LinearSystem
+from deepwiener.systems import DiagonalSSM, LinearSystem, real_dtype
 
 _MIN_PHASE = 1e-7  # real poles are stored as slowly rotating ones; the error is O(1e-14)
 
@@ -87,6 +87,7 @@ class LRU(LTILayer):
         C = torch.where(flip[None, :], C.conj(), C)
         options = dataclasses.replace(options or LRUOptions(), readout=system.readout)
         layer = cls(system.d_in, system.d_out, lam.shape[0], options, generator=torch.Generator().manual_seed(0))
+        layer = layer.to(real_dtype(system.lam.dtype))  # keep the system's precision
         gamma = torch.sqrt(1 - lam.abs() ** 2)
         with torch.no_grad():
             layer.nu.copy_(torch.log(-torch.log(lam.abs())))

@@ -24,7 +24,7 @@ from deepwiener.errors import ConfigError
 from deepwiener.layers import init
 from deepwiener.layers.base import LayerOptions, LTILayer, complex_from, real_param
 from deepwiener.layers.discretize import DISCRETIZATIONS, continuous_from_discrete, discretize
-from deepwiener.systems import DiagonalSSM, LinearSystem
+from deepwiener.systems import DiagonalSSM, LinearSystem, real_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +95,7 @@ class S5(LTILayer):
         options = dataclasses.replace(options or ContinuousOptions(), readout=system.readout)
         n = lam.shape[0]
         layer = cls(system.d_in, system.d_out, n, options, generator=torch.Generator().manual_seed(0))
+        layer = layer.to(real_dtype(system.lam.dtype))  # keep the system's precision
         delta = torch.ones(n, dtype=torch.float64)
         lam_c, gain = continuous_from_discrete(lam.to(torch.complex128), delta, options.discretization)
         B_c = system.B.detach().to(torch.complex128) / gain[:, None]
@@ -104,7 +105,8 @@ class S5(LTILayer):
             layer.log_dt.zero_()
             layer.B_re.copy_(B_c.real)
             layer.B_im.copy_(B_c.imag)
-            layer.C_re.copy_(system.C.detach().real)
-            layer.C_im.copy_(system.C.detach().imag)
+            C = system.C.detach().to(system.lam.dtype)
+            layer.C_re.copy_(C.real)
+            layer.C_im.copy_(C.imag)
             layer.D.copy_(system.D.detach())
         return layer
