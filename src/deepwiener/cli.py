@@ -36,13 +36,14 @@ from deepwiener.data.readers import load_variables
 from deepwiener.errors import DataError, DeepWienerError
 from deepwiener.evaluation import Metrics, evaluate_all
 from deepwiener.io import atomic_write, load, read_info, save
+from deepwiener.layers import LAYERS
 from deepwiener.runs import RunDir, evaluation_data, resolve_target, train_run
 from deepwiener.training import EpochInfo
 
 logger = logging.getLogger(__name__)
 PROGRESS_LINE_SECONDS = 5.0
 """When stderr is not a terminal, a progress line is printed at most this often."""
-stdout = Console()
+stdout = Console(width=None if sys.stdout.isatty() else 120)  # files and pipes: tables are not squeezed
 stderr = Console(stderr=True)
 
 app = typer.Typer(
@@ -120,7 +121,7 @@ def train(
     y: YOpt = None,
     dt: DtOpt = None,
     init_window: InitOpt = None,
-    layer: Annotated[str | None, typer.Option(help="Linear layer: lru, s5, s4d, s4.")] = None,
+    layer: Annotated[str | None, typer.Option(help=f"Layer: {', '.join(LAYERS)}.")] = None,
     d_model: Annotated[int | None, typer.Option(help="Channels between blocks.")] = None,
     d_state: Annotated[int | None, typer.Option(help="Complex modes per block.")] = None,
     n_layers: Annotated[int | None, typer.Option(help="Number of blocks.")] = None,
@@ -167,10 +168,8 @@ def evaluate(
 ) -> None:
     """Evaluate a model by the official protocol (free-run simulation; errors after the init window)."""
     model_path, run = resolve_target(target)
-    flags = _data_flags(benchmark, csv, u, y, dt, init_window)
-    source = config_mod.DataConfig(**{k: v for k, v in flags.items() if v is not None}) if any(
-        flags.values()) else None
-    data = evaluation_data(run, source)
+    given = {k: v for k, v in _data_flags(benchmark, csv, u, y, dt, init_window).items() if v is not None}
+    data = evaluation_data(run, config_mod.DataConfig(**given) if given else None)
     results = evaluate_all(load(model_path), data)
     _print_metrics(results, f"{target} on {data.name}")
     if json_path is not None:
@@ -284,7 +283,7 @@ def _print_metrics(results: Mapping[str, Metrics], title: str) -> None:
     for name, m in results.items():
         table.add_row(name, str(m["n_samples"]), _fmt(m["rmse"], 5), m["unit"] or "-", _fmt(m["nrmse"], 4),
                       _fmt(m["fit"], 4), _fmt(m["r2"], 5))
-    stdout.print(table, width=None if stdout.is_terminal else 120)  # files and pipes: do not squeeze
+    stdout.print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

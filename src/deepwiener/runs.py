@@ -59,6 +59,7 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._handler: logging.Handler | None = None
+        self._previous_level = logging.NOTSET
 
     def file(self, name: str) -> Path:
         """Path of a file in the run, e.g. ``run.file("model.dw")``."""
@@ -177,10 +178,10 @@ class RunDir:
     def __enter__(self) -> RunDir:
         self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger("deepwiener")
-        root.addHandler(self._handler)
-        if root.getEffectiveLevel() > logging.INFO:
-            root.setLevel(logging.INFO)
+        package = logging.getLogger("deepwiener")
+        self._previous_level = package.level
+        package.addHandler(self._handler)
+        package.setLevel(min(package.getEffectiveLevel(), logging.INFO))
         logger.info("run %s started", self.path)
         return self
 
@@ -194,10 +195,12 @@ class RunDir:
                 logger.error("run %s failed: %s", self.path, exc, exc_info=(exc_type, exc, tb))
                 self.set_status("failed", error=f"{type(exc).__name__}: {exc}")
         finally:
+            package = logging.getLogger("deepwiener")
             if self._handler is not None:
-                logging.getLogger("deepwiener").removeHandler(self._handler)
+                package.removeHandler(self._handler)
                 self._handler.close()
                 self._handler = None
+            package.setLevel(self._previous_level)
 
     def _same_config(self, config_text: str) -> bool:
         path = self.file("config.toml")

@@ -1,62 +1,14 @@
-"""Fixtures of the command-line tests: the data folder in DEEPWIENER_DATA, CSV slices of Silverbox, one tiny run.
-
-Commands run in-process through ``deepwiener.cli.main`` (the real error boundary), with output captured.
-"""
+"""Fixtures of the command-line tests: the data folder in DEEPWIENER_DATA, CSV slices of Silverbox, one tiny run."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from cli_helpers import SILVERBOX_DT, TINY_TOML, run_cli, write_csv
 
-from deepwiener.cli import main
 from deepwiener.data import load_benchmark
-
-SILVERBOX_DT = 1 / 610.35
-
-TINY_TOML = """
-[model]
-d_model = 4
-d_state = 4
-n_layers = 1
-
-[train]
-window = 64
-washout = 10
-batch_size = 64
-"""
-
-
-@dataclass(frozen=True)
-class Result:
-    """Exit code, stdout and stderr of one command."""
-
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(args: Sequence[str]) -> Result:
-    """Run ``deepwiener ARGS`` in-process; return its exit code and output."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
-        main([str(a) for a in args])
-    code = exit_.value.code
-    return Result(code if isinstance(code, int) else 0, out.getvalue(), err.getvalue())
-
-
-def write_csv(path: Path, columns: dict[str, np.ndarray | list]) -> Path:
-    """Write a CSV file with a header; cells are written as given (strings allowed, '' for empty)."""
-    names = list(columns)
-    rows = zip(*(columns[n] for n in names), strict=True)
-    path.write_text(",".join(names) + "\n" + "".join(",".join(
-        v if isinstance(v, str) else repr(float(v)) for v in row) + "\n" for row in rows))
-    return path
 
 
 @pytest.fixture(scope="session")

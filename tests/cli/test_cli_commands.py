@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SILVERBOX_DT, run_cli, write_csv
+from cli_helpers import SILVERBOX_DT, run_cli, write_csv
 
 import deepwiener as dw
 

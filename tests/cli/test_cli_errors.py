@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SILVERBOX_DT, Result, run_cli, write_csv
+from cli_helpers import SILVERBOX_DT, Result, run_cli, write_csv
 
 
 def assert_error(result: Result, *fragments: str) -> None:
@@ -138,3 +140,16 @@ def test_simulate_nan_input(csv_run: Path, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", {"V1": [0.0, 1.0, "nan"]})
     assert_error(run_cli(["simulate", csv_run, "--csv", path, "--out", tmp_path / "y.csv"]),
                  "column 'V1' has 1 NaN/inf value(s); the first is at row 2")
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    result = run_cli(["train", "--layers", "lru"])
+    assert result.code == 2 and "No such option: --layers" in result.err and "Traceback" not in result.err
+
+
+def test_entry_point_in_a_subprocess(tmp_path: Path) -> None:
+    code = "from deepwiener.cli import main; main()"
+    proc = subprocess.run([sys.executable, "-c", code, "evaluate", str(tmp_path / "nope")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory or model file"

@@ -22,7 +22,8 @@ def small_model(layer: str = "lru", dtype: torch.dtype = torch.float32) -> DeepW
     return model
 
 
-@pytest.mark.parametrize(("layer", "dtype"), [("lru", torch.float32), ("s4d", torch.float64), ("s4", torch.float32), ("s6", torch.float32)])
+@pytest.mark.parametrize(("layer", "dtype"),
+                         [("lru", torch.float32), ("s4d", torch.float64), ("s4", torch.float32), ("s6", torch.float32)])
 def test_round_trip(tmp_path: Path, layer: str, dtype: torch.dtype) -> None:
     model = small_model(layer, dtype)
     path = io.save(model, tmp_path / "m.dw", extra={"y_names": ["y"]})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from deepwiener.config import DataConfig, resolve
 from deepwiener.errors import ConfigError
+from deepwiener.layers import LAYERS
 from deepwiener.training import TrainConfig
 
 SILVERBOX = {"data": {"benchmark": "silverbox"}}
@@ -78,3 +80,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_bad_data_config(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve(None, {"data": data})
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_every_layer_round_trips(tmp_path: Path, layer: str) -> None:
+    cfg = resolve(None, {**SILVERBOX, "model": {"layer": layer}})
+    assert resolve(write(tmp_path, cfg.to_toml())) == cfg
+    assert set(cfg.model["layer_options"]) == {f.name for f in dataclasses.fields(LAYERS[layer].Options)}

@@ -26,7 +26,7 @@ The kernels are numba ``@njit(parallel=True)`` functions, parallel over (batch r
 states) with ``prange`` and sequential in time; the inner loop runs over contiguous states of one
 time step. numba is optional: without it (or if compilation fails) :func:`available` returns
 False and :func:`diagonal_recurrence` raises :class:`CompiledUnavailableError`. Compilation is lazy
-(first use) and cached on disk by numba.
+(first use) and cached on disk by numba. Kernels run on ``torch.get_num_threads()`` threads.
 """
 
 from __future__ import annotations
@@ -252,7 +252,13 @@ def _forward(a: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor) -> torch.Tenso
     out = torch.empty_like(bu)
     _launch(
         _ENGINE.forward,
-        a_np, asb, ask, bu.detach().numpy(), x0.detach().numpy(), out.numpy(), _block_size(batch, n),
+        a_np,
+        asb,
+        ask,
+        bu.detach().numpy(),
+        x0.detach().numpy(),
+        out.numpy(),
+        _block_size(batch, n),
     )
     return out
 
@@ -285,8 +291,17 @@ def _backward(
         ga = torch.zeros(batch, n, dtype=xs.dtype)
     _launch(
         _ENGINE.backward,
-        a_np, asb, ask, x0.numpy(), xs.numpy(), gx.numpy(), mu.numpy(), gx0.numpy(), ga.numpy(),
-        need_a, _block_size(batch, n),
+        a_np,
+        asb,
+        ask,
+        x0.numpy(),
+        xs.numpy(),
+        gx.numpy(),
+        mu.numpy(),
+        gx0.numpy(),
+        ga.numpy(),
+        need_a,
+        _block_size(batch, n),
     )
     if not need_a:
         return None, mu, gx0
@@ -307,9 +322,7 @@ class _DiagonalRecurrence(torch.autograd.Function):
     def backward(ctx: FunctionCtx, gx: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, x0, xs = ctx.saved_tensors
         need_a, need_bu, need_x0 = ctx.needs_input_grad
-        grad_a, grad_bu, grad_x0 = _backward(
-            a.detach(), x0.detach(), xs.detach(), _cpu_contiguous(gx.detach()), need_a
-        )
+        grad_a, grad_bu, grad_x0 = _backward(a.detach(), x0.detach(), xs.detach(), _cpu_contiguous(gx.detach()), need_a)
         return grad_a, (grad_bu if need_bu else None), (grad_x0 if need_x0 else None)
 
 
@@ -357,8 +370,7 @@ def _validate(a: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor) -> tuple[int,
         )
     if len({a.device, bu.device, x0.device}) != 1:
         raise DataError(
-            f"diagonal_recurrence: a, bu and x0 must be on one device; got a={a.device}, "
-            f"bu={bu.device}, x0={x0.device}"
+            f"diagonal_recurrence: a, bu and x0 must be on one device; got a={a.device}, bu={bu.device}, x0={x0.device}"
         )
     return batch, steps, n
 
