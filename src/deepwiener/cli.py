@@ -1,4 +1,4 @@
-"""Command line: ``deepwiener demo | train | evaluate | simulate`` (typer).
+"""Command line: ``deepwiener demo | train | evaluate | simulate | inspect | reduce | report`` (typer).
 
 Every command is a thin call into the public API plus ``config`` and ``runs``. :func:`main` is the single
 error boundary: a ``DeepWienerError`` becomes one line ``error: ...`` on stderr and exit code 2; any other
@@ -8,6 +8,7 @@ Tables go to stdout, progress and errors to stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import numpy as np
@@ -27,17 +29,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deepwiener import analysis, plots
 from deepwiener import config as config_mod
 from deepwiener import demo as demo_mod
-from deepwiener import plots
-from deepwiener.data import IOData
+from deepwiener import report as report_mod
+from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
 from deepwiener.data.readers import load_variables
-from deepwiener.errors import DataError, DeepWienerError
+from deepwiener.errors import ConfigError, DataError, DeepWienerError
 from deepwiener.evaluation import Metrics, evaluate_all
 from deepwiener.io import atomic_write, load, read_info, save
 from deepwiener.layers import LAYERS
-from deepwiener.runs import RunDir, evaluation_data, resolve_target, train_run
+from deepwiener.runs import RunDir, describe, evaluation_data, resolve_target, train_run
 from deepwiener.training import EpochInfo
 
 logger = logging.getLogger(__name__)
@@ -168,8 +171,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model by the official protocol (free-run simulation; errors after the init window)."""
     model_path, run = resolve_target(target)
-    given = {k: v for k, v in _data_flags(benchmark, csv, u, y, dt, init_window).items() if v is not None}
-    data = evaluation_data(run, config_mod.DataConfig(**given) if given else None)
+    data = evaluation_data(run, _given_data(_data_flags(benchmark, csv, u, y, dt, init_window)))
     results = evaluate_all(load(model_path), data)
     _print_metrics(results, f"{target} on {data.name}")
     if json_path is not None:
@@ -204,6 +206,92 @@ def simulate(
     stdout.print(f"wrote {len(y_hat)} samples of {', '.join(names)} to {out}")
 
 
+@app.command(epilog="Examples: deepwiener inspect runs/sb-lru --out runs/sb-lru/inspect --json inspect.json  |  "
+                    "deepwiener inspect model.dw --csv rig.csv --u V1 --y V2 --dt 0.0016384 --out inspect")
+def inspect(
+    target: Annotated[Path, typer.Argument(help="Run directory or model file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNG figures.", show_default=False)],
+    benchmark: BenchmarkOpt = None,
+    csv: CsvOpt = None,
+    u: UOpt = None,
+    y: YOpt = None,
+    dt: DtOpt = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write poles, zeros, DC gains, Hankel singular "
+                                                   "values and the certificate to this JSON file.")] = None,
+) -> None:
+    """Look inside a model: poles and zeros, Bode diagram, Hankel singular values, nonlinearities, certificate.
+
+    The nonlinearity curves and the local Lipschitz constants use the first training record of the data given,
+    else of the run's own data; a model file without data is analysed without them.
+    """
+    model_path, run = resolve_target(target)
+    data = _analysis_data(run, _given_data(_data_flags(benchmark, csv, u, y, dt, None)))
+    inspection = report_mod.inspect_model(load(model_path), data)
+    figures = inspection.figures()
+    for name, figure in figures.items():
+        atomic_write(out / f"{name}.png", plots.png_bytes(figure))
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(inspection.to_dict(), indent=2) + "\n")
+    stdout.print(_table(f"{target}: the LTI part of each block", report_mod.BLOCKS_HEADER,
+                        report_mod.block_rows(inspection), left=("layer", "certificate")))
+    for line in inspection.certificate.summary():
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+    note = "" if data else " (no data: nonlinearity curves left out; give --benchmark or --csv)"
+    stdout.print(f"{len(figures)} figures written to {out}{note}", markup=False)
+
+
+@app.command(epilog="Examples: deepwiener reduce runs/sb-lru --tol 1e-3 --out runs/sb-lru-reduced  |  "
+                    "deepwiener reduce runs/sb-lru --order 8 --method modal --out runs/sb-lru-8")
+def reduce(
+    ctx: typer.Context,
+    target: Annotated[Path, typer.Argument(help="Complete run directory (lru or s5 layers).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Directory of the reduced run.", show_default=False)],
+    tol: Annotated[float | None, typer.Option(help="Bound on each block's H-infinity error (LTI part, internal "
+                                                   "units); every block keeps the modes the worst one needs.")] = None,
+    order: Annotated[int | None, typer.Option(help="Complex modes kept in every block.")] = None,
+    method: Annotated[str, typer.Option(help=f"Truncation: {' or '.join(analysis.METHODS)}.")] = "balanced",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run.")] = False,
+) -> None:
+    """Reduce the order of every block's LTI layer; write a new run, re-evaluated on the run's test sets."""
+    source = RunDir.open(target)
+    if out.resolve() == source.path.resolve():
+        raise ConfigError(f"--out {out} is the run being reduced; choose another folder")
+    config = source.config()
+    data = config.data.load()
+    model = load(source.model_path)
+    result = analysis.reduce(model, order=order, tol=tol, method=method)
+    before, after = evaluate_all(model, data), evaluate_all(result.model, data)
+    summary = report_mod.reduction_summary(result, before, after, source=source.path, order=order, tol=tol)
+    history = report_mod.read_history(source.file("history.csv"))
+    modes = {"d_state": result.model.config.d_state}
+    reduced = dataclasses.replace(config, model=MappingProxyType({**config.model, **modes}))
+    with RunDir.create(out, config=reduced, kind="reduce", force=force) as run:
+        ctx.ensure_object(Session).log_path = run.log_path
+        save(result.model, run.model_path, extra={**describe(data), "reduced_from": str(source.path)})
+        run.write_history(history)
+        run.write_json("metrics.json", after)
+        run.write_json("reduction.json", summary)
+        _write_plots(run, history, {name: (test, {"reduced": result.model, "original": model})
+                                    for name, test in data.tests.items()}, data.init_window)
+    blocks, tests = report_mod.reduction_rows(summary)
+    stdout.print(_table(f"{method} truncation of {target}", report_mod.REDUCTION_BLOCKS_HEADER, blocks))
+    stdout.print(_table(f"{data.name}: test metrics before and after", report_mod.REDUCTION_TESTS_HEADER, tests,
+                        left=("test", "unit")))
+    stdout.print(f"reduced run written to {out}")
+
+
+@app.command(epilog="Example: deepwiener report runs/sb-lru --out runs/sb-lru/report.html")
+def report(
+    target: Annotated[Path, typer.Argument(help="Complete run directory.", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file (default RUN/report.html).")] = None,
+) -> None:
+    """Write one self-contained HTML page about a run: metrics, training, simulations, analysis, config."""
+    run = RunDir.open(target)
+    page = report_mod.render_report(run)
+    path = atomic_write(out or run.file("report.html"), page)
+    stdout.print(f"report written to {path} ({len(page.encode()) / 1e6:.2f} MB)")
+
+
 def _columns(names: str | None) -> tuple[str, ...] | None:
     """``"V1, V2"`` -> ``("V1", "V2")``; None stays None."""
     return None if names is None else tuple(n.strip() for n in names.split(",") if n.strip())
@@ -214,6 +302,20 @@ def _data_flags(benchmark: str | None, csv: Path | None, u: str | None, y: str |
     """The [data] overrides given on the command line (None: not given)."""
     return {"benchmark": benchmark, "csv": os.path.abspath(csv) if csv is not None else None,
             "u": _columns(u), "y": _columns(y), "dt": dt, "init_window": init_window}
+
+
+def _given_data(flags: Mapping[str, Any]) -> config_mod.DataConfig | None:
+    """The data named by the [data] flags that were given (see :func:`_data_flags`); None when none was."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return config_mod.DataConfig(**given) if given else None
+
+
+def _analysis_data(run: RunDir | None, given: config_mod.DataConfig | None) -> Benchmark | None:
+    """The data to analyse a model on: ``given``, else the run's own data; None for a model file (or a run
+    without config.toml, such as a demo) when no data is given."""
+    if given is None and (run is None or not run.file("config.toml").exists()):
+        return None
+    return evaluation_data(run, given)
 
 
 def _read_inputs(path: Path, columns: Sequence[str], time_column: str | None) -> tuple[np.ndarray, float | None]:
@@ -271,19 +373,18 @@ def _write_plots(run: RunDir, history: Sequence[Mapping[str, float]],
         run.write_bytes(f"plots/{name.replace(' ', '_')}.png", plots.png_bytes(figure))
 
 
-def _fmt(value: float | list[float], digits: int) -> str:
-    values = value if isinstance(value, list) else [value]
-    return ", ".join(f"{v:.{digits}g}" for v in values)
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[str] = ()) -> Table:
+    """A rich table; the columns named in ``left`` are left-justified, the others right-justified."""
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column in left else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _print_metrics(results: Mapping[str, Metrics], title: str) -> None:
-    table = Table(title=title)
-    for column in ("test", "samples", "RMSE", "unit", "NRMSE", "FIT [%]", "R²"):
-        table.add_column(column, justify="left" if column in ("test", "unit") else "right", no_wrap=True)
-    for name, m in results.items():
-        table.add_row(name, str(m["n_samples"]), _fmt(m["rmse"], 5), m["unit"] or "-", _fmt(m["nrmse"], 4),
-                      _fmt(m["fit"], 4), _fmt(m["r2"], 5))
-    stdout.print(table)
+    stdout.print(_table(title, report_mod.METRICS_HEADER, report_mod.metrics_rows(results), left=("test", "unit")))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -107,9 +107,10 @@ def test_forward_matches_reference(dtype: torch.dtype, steps: int, time_varying:
 
 
 @pytest.mark.parametrize("time_varying", [False, True], ids=["lti", "tv"])
-def test_wide_state_split_into_blocks(time_varying: bool) -> None:
-    # batch 1 with many states: rows are split into several blocks of states across threads
-    a, bu, x0 = (t.requires_grad_() for t in make_inputs(torch.complex128, 1, 33, 200, time_varying))
+def test_states_split_into_blocks(time_varying: bool, monkeypatch) -> None:
+    # rows split into uneven blocks of 7 states (as for a small batch on many threads)
+    monkeypatch.setattr(compiled, "_block_size", lambda batch, n, threads: 7)
+    a, bu, x0 = (t.requires_grad_() for t in make_inputs(torch.complex128, 2, 33, 40, time_varying))
     out, expected = diagonal_recurrence(a, bu, x0), reference(a, bu, x0)
     assert_close_scaled(out, expected, 1e-10)
     grads = torch.autograd.grad(out.abs().square().sum(), (a, bu, x0))

@@ -63,6 +63,9 @@ _WORK_ITEMS_PER_THREAD = 4
 _MIN_BLOCK = 32
 """Fewest states in one work item when rows are split into blocks."""
 
+_PARALLEL_MIN_WORK = 1 << 15
+"""Problems with fewer batch * T * n elements run on one thread (a parallel launch costs more)."""
+
 
 class CompiledUnavailableError(DeepWienerError, RuntimeError):
     """The compiled engine cannot run: numba is not installed or its kernels failed to compile."""
@@ -198,22 +201,26 @@ def _require_engine() -> None:
         )
 
 
-def _launch(kernel: Callable[..., None], *args: Any) -> None:
-    """Run a kernel with torch's thread count; a numba compile error disables the engine.
+def _launch(kernel: Callable[..., None], shape: tuple[int, int, int], *args: Any) -> None:
+    """Run ``kernel(*args, block)`` for a (batch, T, n) problem; a numba compile error disables the engine.
 
-    numba's OpenMP threading layer shares torch's OpenMP runtime and resets its thread count when
-    it starts, so torch's setting is restored afterwards.
+    Uses torch's thread count (one thread below ``_PARALLEL_MIN_WORK`` elements). numba's OpenMP
+    threading layer shares torch's OpenMP runtime and resets its thread count when it starts, so
+    torch's setting is restored afterwards.
     """
-    threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    batch, steps, n = shape
+    torch_threads = torch.get_num_threads()
+    threads = 1 if batch * steps * n < _PARALLEL_MIN_WORK else torch_threads
+    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
     try:
-        kernel(*args)
+        kernel(*args, _block_size(batch, n, threads))
     except numba.core.errors.NumbaError as exc:
         _disable(exc)
         raise CompiledUnavailableError(f"compiling the diagonal-recurrence kernel failed: {exc}") from exc
     finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,11 +228,13 @@ def _launch(kernel: Callable[..., None], *args: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _block_size(batch: int, n: int) -> int:
+def _block_size(batch: int, n: int, threads: int) -> int:
     """States per work item: whole rows when the batch alone keeps the threads busy, else split
     into blocks of at least ``_MIN_BLOCK`` states (narrower blocks measured slower)."""
-    target = _WORK_ITEMS_PER_THREAD * torch.get_num_threads()
-    n_blocks = 1 if batch >= target else min(math.ceil(target / max(batch, 1)), max(1, n // _MIN_BLOCK))
+    target = _WORK_ITEMS_PER_THREAD * threads
+    if threads == 1 or batch >= target:
+        return max(1, n)
+    n_blocks = min(math.ceil(target / max(batch, 1)), max(1, n // _MIN_BLOCK))
     return max(1, math.ceil(n / n_blocks))
 
 
@@ -252,13 +261,13 @@ def _forward(a: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor) -> torch.Tenso
     out = torch.empty_like(bu)
     _launch(
         _ENGINE.forward,
+        (batch, steps, n),
         a_np,
         asb,
         ask,
         bu.detach().numpy(),
         x0.detach().numpy(),
         out.numpy(),
-        _block_size(batch, n),
     )
     return out
 
@@ -291,6 +300,7 @@ def _backward(
         ga = torch.zeros(batch, n, dtype=xs.dtype)
     _launch(
         _ENGINE.backward,
+        (batch, steps, n),
         a_np,
         asb,
         ask,
@@ -301,7 +311,6 @@ def _backward(
         gx0.numpy(),
         ga.numpy(),
         need_a,
-        _block_size(batch, n),
     )
     if not need_a:
         return None, mu, gx0

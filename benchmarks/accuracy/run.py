@@ -1,0 +1,174 @@
+"""Accuracy benchmark: train on a benchmark's official training data, evaluate on every official test set.
+
+One command per benchmark (configuration in ``configs/<name>.toml``)::
+
+    python benchmarks/accuracy/run.py silverbox                      # headline configuration, seed 0
+    python benchmarks/accuracy/run.py silverbox-paper-lru --seeds 0 1 2
+
+For each seed it trains through the same code path as ``deepwiener train`` (a run directory under
+``benchmarks/results/<name>/runs/seed<k>``, not committed), evaluates on every official test set with the
+official initialisation window, fits a linear baseline (N4SID, order chosen on the held-out validation tail)
+evaluated the same way, and writes ``benchmarks/results/<name>/results.json`` and ``results.md``. The
+model of the seed with the best *validation* error is copied to ``benchmarks/results/<name>/best.dw``:
+test data never chooses a model, a checkpoint or a hyperparameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepwiener.baselines import best_linear
+from deepwiener.config import resolve
+from deepwiener.data import Benchmark, split_validation
+from deepwiener.evaluation import evaluate_all
+from deepwiener.runs import RunDir, train_run
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
+
+# Published references (from shared/data/README.md): RMSE in the benchmark's unit, per test set.
+REFERENCES: dict[str, dict[str, dict[str, float]]] = {
+    "silverbox": {
+        "multisine": {"record": 0.30, "SUBNET": 0.36, "linear (published)": 6.96},
+        "arrow_full": {"record": 0.26, "SUBNET": 1.4, "linear (published)": 14.4},
+        "arrow_no_extrapolation": {"record": 0.26, "SUBNET": 0.32, "linear (published)": 6.58},
+    },
+    "wiener_hammerstein": {"test": {"record": 0.241, "linear (published)": 43.4}},
+    "cascaded_tanks": {"test": {"record (black-box)": 0.306, "linear (published)": 0.588}},
+    "emps": {"test": {"record": 2.64, "linear (published)": 5.53}},
+}
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=HERE)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def linear_baseline(data: Benchmark, val_fraction: float) -> dict[str, Any]:
+    """N4SID on the training part, order chosen on the validation tail, evaluated like the deep model."""
+    parts = [split_validation(rec, val_fraction) for rec in data.train]
+    model, val_rmse = best_linear([p[0] for p in parts], parts[0][1], orders=(2, 4, 6, 8, 10),
+                                  n_skip=data.init_window)
+    return {"model": f"N4SID order {model.n_states}", "val_rmse_by_order": {str(k): v for k, v in val_rmse.items()},
+            "metrics": evaluate_all(model, data)}
+
+
+def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | None) -> dict[str, Any]:
+    """Train one seed through the CLI code path; returns its record for results.json."""
+    overrides: dict[str, dict[str, Any]] = {"model": {"seed": seed}, "train": {"seed": seed}}
+    if max_minutes is not None:
+        overrides["train"]["max_minutes"] = max_minutes
+    cfg = resolve(config_file, overrides)
+    data = cfg.data.load()
+    run_path = RESULTS / name / "runs" / f"seed{seed}"
+
+    def progress(info: Any) -> None:
+        if info.epoch % 25 == 0 or info.best:
+            print(f"[{name} seed {seed}] epoch {info.epoch} loss {info.train_loss:.3g} "
+                  f"val {info.val_rmse:.5g} lr {info.lr:.2g} {info.seconds:.0f}s", flush=True)
+
+    start = time.monotonic()
+    with RunDir.create(run_path, config=cfg, force=True) as run:
+        outcome = train_run(run, cfg, data, on_epoch=progress)
+    wall = time.monotonic() - start
+    return {"seed": seed, "run": str(run_path.relative_to(HERE.parent.parent)), "config": cfg.to_tables(),
+            "n_parameters": outcome.model.n_parameters, "wall_seconds": round(wall, 1),
+            "epochs": outcome.result.epochs_run, "best_epoch": outcome.result.best_epoch,
+            "stopped": outcome.result.stopped, "best_val_rmse": outcome.result.best_val_rmse,
+            "metrics": outcome.metrics}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean, std, min and max of each test set's RMSE over the seeds."""
+    out = {}
+    for test in runs[0]["metrics"]:
+        values = np.array([r["metrics"][test]["rmse"] for r in runs], dtype=float)
+        out[test] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                     "min": float(values.min()), "max": float(values.max())}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results table: every seed, the spread, the linear baseline and the published references."""
+    runs, unit = result["runs"], result["unit"]
+    tests = list(runs[0]["metrics"])
+    refs = REFERENCES.get(result["benchmark"], {})
+    head = ["model", "seed", *[f"{t} RMSE [{unit}]" for t in tests], "FIT [%] (" + tests[0] + ")", "params",
+            "train time [min]"]
+    lines = [f"## {result['name']}", "", f"Machine: {result['machine']['processor']}, "
+             f"{result['machine']['torch_threads']} torch threads; commit {result['commit']}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    layer = runs[0]["config"]["model"]["layer"]
+    for r in runs:
+        cells = [f"deepwiener {layer}", str(r["seed"]), *[f"{r['metrics'][t]['rmse']:.4g}" for t in tests],
+                 f"{r['metrics'][tests[0]]['fit']:.2f}", str(r["n_parameters"]), f"{r['wall_seconds'] / 60:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(runs) > 1:
+        s = result["summary"]
+        cells = [f"deepwiener {layer}", "mean ± std", *[f"{s[t]['mean']:.4g} ± {s[t]['std']:.2g}" for t in tests],
+                 "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lin = result["linear"]
+    cells = [f"linear ({lin['model']}, ours)", "", *[f"{lin['metrics'][t]['rmse']:.4g}" for t in tests],
+             f"{lin['metrics'][tests[0]]['fit']:.2f}", "", ""]
+    lines.append("| " + " | ".join(cells) + " |")
+    for ref in sorted({k for t in tests for k in refs.get(t, {})}):
+        cells = [f"{ref} (published)" if "published" not in ref else ref, "",
+                 *[str(refs.get(t, {}).get(ref, "")) for t in tests], "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Best seed by validation RMSE: {result['best_seed']} (saved as best.dw).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="configuration name: configs/<name>.toml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--max-minutes", type=float, default=None, help="override the training budget")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config_file = HERE / "configs" / f"{args.name}.toml"
+    if not config_file.exists():
+        sys.exit(f"no configuration {config_file}; available: {sorted(p.stem for p in (HERE / 'configs').glob('*.toml'))}")
+    runs = [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
+    cfg = resolve(config_file)
+    data = cfg.data.load()
+    best = min(runs, key=lambda r: r["best_val_rmse"])
+    result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "command": " ".join(sys.argv),
+              "machine": machine(), "commit": git_commit(), "runs": runs, "summary": summarize(runs),
+              "best_seed": best["seed"], "linear": linear_baseline(data, cfg.train.val_fraction)}
+    out = RESULTS / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(RESULTS.parent.parent / best["run"] / "model.dw", out / "best.dw")
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
