@@ -248,9 +248,9 @@ def render_report(run: RunDir) -> str:
     if run.file("reduction.json").exists():
         summary = json.loads(run.file("reduction.json").read_text(encoding="utf-8"))
         blocks, tests = reduction_rows(summary)
-        sections["reduction"] = ("Model-order reduction", (
-            f"<p>Reduced from {_esc(summary['source'])} by {_esc(summary['method'])} truncation.</p>"
-            + _table(REDUCTION_BLOCKS_HEADER, blocks) + _table(REDUCTION_TESTS_HEADER, tests)))
+        reduction = (f"<p>Reduced from {_esc(summary['source'])} by {_esc(summary['method'])} truncation.</p>"
+                     + _table(REDUCTION_BLOCKS_HEADER, blocks) + _table(REDUCTION_TESTS_HEADER, tests))
+        sections = {"metrics": sections.pop("metrics"), "reduction": ("Model-order reduction", reduction), **sections}
     return _page(run, model, data, sections)
 
 

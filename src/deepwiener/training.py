@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from deepwiener.data import IOData, fit_scaler, make_windows, split_validation
+from deepwiener.data.iodata import check_dt
 from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, unknown_name
 from deepwiener.layers import LAYERS
@@ -43,7 +44,6 @@ from deepwiener.simulator import DictConfig
 log = logging.getLogger(__name__)
 
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau", "constant")
-DT_RTOL = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +158,10 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     ]
 
 
-def check_dt(records: Sequence[IOData], dt: float) -> None:
-    """Raise DataError if any record's sampling time differs from ``dt`` (relative tolerance 1e-3)."""
+def _check_records_dt(records: Sequence[IOData], reference: IOData) -> None:
+    """Every record must share the sampling time of ``reference`` (see ``data.iodata.check_dt``)."""
     for rec in records:
-        if not math.isclose(rec.dt, dt, rel_tol=DT_RTOL):
-            raise DataError(f"record {rec.name!r} has dt = {rec.dt!r} s but the model uses dt = {dt!r} s")
+        check_dt(rec.dt, reference.dt, f"record {rec.name!r}", f"record {reference.name!r}")
 
 
 def _as_records(data: IOData | Sequence[IOData], what: str) -> list[IOData]:
@@ -247,7 +246,7 @@ def fit(
     """
     config = config or TrainConfig()
     records = _as_records(train, "training")
-    check_dt(records, records[0].dt)
+    _check_records_dt(records, records[0])
     for rec in records:
         if rec.n_u != model.config.n_u or rec.n_y != model.config.n_y:
             raise DataError(
@@ -255,7 +254,7 @@ def fit(
                 f"n_u={model.config.n_u}, n_y={model.config.n_y}"
             )
     train_parts, val_parts = _split(records, val, config)
-    check_dt(val_parts, records[0].dt)
+    _check_records_dt(val_parts, records[0])
     model.with_dt(records[0].dt)
     model.set_scaler(*fit_scaler(train_parts))
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
