@@ -218,40 +218,42 @@ def render_report(run: RunDir) -> str:
         DataError: its data cannot be loaded.
         ModelFileError: its model file cannot be read.
     """
-    config = run.config()
-    data = config.data.load()
+    data = run.config().data.load()
     model = load(run.model_path)
-    inspection = inspect_model(model, data)
-    figures = inspection.figures()
-    metrics = json.loads(run.file("metrics.json").read_text(encoding="utf-8"))
     history = read_history(run.file("history.csv"))
     unit = next(iter(data.tests.values())).y_unit
-    training = _figure(plots.training_curves(history, unit), "training curves") if history else \
-        "<p>No training history in this run.</p>"
-    simulation = "".join(
-        f"<h3>{_esc(name)}</h3>" + _figure(plots.simulation(test, {"deep Wiener": model.simulate(test.u)},
-                                                           data.init_window), f"measured vs simulated: {name}")
-        for name, test in data.tests.items())
-    analysis_html = _table(BLOCKS_HEADER, block_rows(inspection)) + "".join(
-        f"<h3>{_esc(title)}</h3>" + ("".join(_figure(fig, name) for name, fig in figures.items()
-                                             if name.startswith(prefix)) or "<p>Nothing to show for this model.</p>")
-        for prefix, title in ANALYSIS_FIGURES.items())
+    inspection = inspect_model(model, data)
     bodies = {
-        "metrics": _table(METRICS_HEADER, metrics_rows(metrics)),
-        "training": training,
-        "simulation": simulation,
-        "analysis": analysis_html,
+        "metrics": _table(METRICS_HEADER, metrics_rows(json.loads(run.file("metrics.json").read_text("utf-8")))),
+        "training": _figure(plots.training_curves(history, unit), "training curves") if history
+        else "<p>No training history in this run.</p>",
+        "simulation": "".join(f"<h3>{_esc(name)}</h3>" + _figure(
+            plots.simulation(test, {"deep Wiener": model.simulate(test.u)}, data.init_window),
+            f"measured vs simulated: {name}") for name, test in data.tests.items()),
+        "analysis": _analysis_html(inspection),
         "certificate": _pre(inspection.certificate.summary()),
-        "config": _pre(run.file("config.toml").read_text(encoding="utf-8").splitlines()),
+        "config": _pre(run.file("config.toml").read_text("utf-8").splitlines()),
     }
     sections = {key: (title, bodies[key]) for key, title in SECTIONS.items()}
     if run.file("reduction.json").exists():
         summary = json.loads(run.file("reduction.json").read_text(encoding="utf-8"))
         blocks, tests = reduction_rows(summary)
-        reduction = (f"<p>Reduced from {_esc(summary['source'])} by {_esc(summary['method'])} truncation.</p>"
+        reduction = (f"<p>Reduced from {_esc(summary['source'])} by {_esc(summary['method'])} truncation; the "
+                     "training curves are those of the original model.</p>"
                      + _table(REDUCTION_BLOCKS_HEADER, blocks) + _table(REDUCTION_TESTS_HEADER, tests))
         sections = {"metrics": sections.pop("metrics"), "reduction": ("Model-order reduction", reduction), **sections}
     return _page(run, model, data, sections)
+
+
+def _analysis_html(inspection: Inspection) -> str:
+    """The block table, then one sub-section per kind of analysis figure (:data:`ANALYSIS_FIGURES`)."""
+    figures = inspection.figures()
+    parts = [_table(BLOCKS_HEADER, block_rows(inspection))]
+    for prefix, title in ANALYSIS_FIGURES.items():
+        shown = [_figure(fig, name, small=prefix == "pole_zero") for name, fig in figures.items()
+                 if name.startswith(prefix)]
+        parts.append(f"<h3>{_esc(title)}</h3>" + ("".join(shown) or "<p>Nothing to show for this model.</p>"))
+    return "".join(parts)
 
 
 def _page(run: RunDir, model: DeepWiener, data: Benchmark, sections: Mapping[str, tuple[str, str]]) -> str:
@@ -273,7 +275,8 @@ _CSS = ("body{font-family:sans-serif;margin:2em auto;max-width:1150px;color:#222
         "table{border-collapse:collapse;margin:0.5em 0 1em}th,td{border:1px solid #bbb;padding:3px 8px;"
         "text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}"
         "img{max-width:100%;height:auto}pre{background:#f6f6f6;padding:0.8em;overflow-x:auto}"
-        "section{border-top:2px solid #ddd;margin-top:1.5em}figure{margin:0.5em 0}")
+        "section{border-top:2px solid #ddd;margin-top:1.5em}figure{margin:0.5em 0}"
+        "figure.small{display:inline-block;width:49%;vertical-align:top}")
 
 
 def _esc(text: object) -> str:
@@ -290,7 +293,8 @@ def _pre(lines: Sequence[str]) -> str:
     return "<pre>" + _esc("\n".join(lines)) + "</pre>\n"
 
 
-def _figure(fig: Figure, caption: str) -> str:
-    return (f'<figure><img alt="{_esc(caption)}" src="{data_uri(plots.png_bytes(fig))}">'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>\n")
+def _figure(fig: Figure, alt: str, small: bool = False) -> str:
+    """A figure as an embedded PNG; ``small`` ones sit two to a row."""
+    css = ' class="small"' if small else ""
+    return f'<figure{css}><img alt="{_esc(alt)}" src="{data_uri(plots.png_bytes(fig))}"></figure>\n'
 

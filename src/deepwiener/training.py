@@ -13,8 +13,10 @@ Read top to bottom:
 6. Restore the parameters of the best validation epoch.
 
 The loss is the mean squared simulation error divided by the output variance (NMSE), so outputs in
-different units weigh alike. Validation simulates every validation record in full from the zero state
-and reports the RMSE in physical units after the washout.
+different units weigh alike. Validation is a free-run simulation from the zero state, reported as RMSE in
+physical units: a held-out tail is scored after simulating its whole record (the training head, inputs only,
+warms the state up, as a test record's initialisation window would); given validation records are scored
+after the washout.
 """
 
 from __future__ import annotations
@@ -171,13 +173,26 @@ def _as_records(data: IOData | Sequence[IOData], what: str) -> list[IOData]:
     return records
 
 
-def _split(records: list[IOData], val: Sequence[IOData] | None, config: TrainConfig) -> tuple[list, list]:
+class ValidationRecord(NamedTuple):
+    """A record simulated in full from the zero state, scored from sample ``start`` on."""
+
+    data: IOData
+    start: int
+
+
+def _split(records: list[IOData], val: Sequence[IOData] | None,
+           config: TrainConfig) -> tuple[list[IOData], list[ValidationRecord]]:
+    """Training parts and validation records.
+
+    Held-out tails are validated by simulating the whole record (the training part warms the state up,
+    using its inputs only) and scoring the tail; given validation records are scored after the washout.
+    """
     if val is not None:
-        return records, _as_records(val, "validation")
+        return records, [ValidationRecord(rec, config.washout) for rec in _as_records(val, "validation")]
     if config.val_fraction == 0:
         return records, []
-    pairs = [split_validation(rec, config.val_fraction) for rec in records]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    train_parts = [split_validation(rec, config.val_fraction)[0] for rec in records]
+    return train_parts, [ValidationRecord(rec, len(part)) for rec, part in zip(records, train_parts, strict=True)]
 
 
 class _Schedule:
@@ -208,12 +223,12 @@ class _Schedule:
 
 
 @torch.no_grad()
-def validation_rmse(model: DeepWiener, records: Sequence[IOData], washout: int, mode: str) -> float:
-    """RMSE (physical units, mean over outputs) of free-run simulations of whole records after the washout."""
+def validation_rmse(model: DeepWiener, records: Sequence[ValidationRecord], mode: str) -> float:
+    """RMSE (physical units, mean over outputs) of free-run simulations, each scored from its start index."""
     errors = []
     for rec in records:
-        y_hat = model.simulate(rec.u, mode=mode)
-        errors.append(rec.y[washout:] - y_hat[washout:])
+        y_hat = model.simulate(rec.data.u, mode=mode)
+        errors.append(rec.data.y[rec.start :] - y_hat[rec.start :])
     err = np.concatenate(errors, axis=0)
     return float(np.sqrt(np.mean(err**2, axis=0)).mean())
 
@@ -254,7 +269,7 @@ def fit(
                 f"n_u={model.config.n_u}, n_y={model.config.n_y}"
             )
     train_parts, val_parts = _split(records, val, config)
-    _check_records_dt(val_parts, records[0])
+    _check_records_dt([v.data for v in val_parts], records[0])
     model.with_dt(records[0].dt)
     model.set_scaler(*fit_scaler(train_parts))
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
@@ -272,7 +287,7 @@ def _train_loop(
     model: DeepWiener,
     u_win: Tensor,
     y_win: Tensor,
-    val_parts: list[IOData],
+    val_parts: list[ValidationRecord],
     config: TrainConfig,
     checkpoint: str | Path | None,
     on_epoch: Callable[[EpochInfo], None] | None,
@@ -305,7 +320,7 @@ def _train_loop(
         if not math.isfinite(train_loss):
             raise DataError(f"training diverged at epoch {epoch}: the loss is {train_loss} (lower the lr?)")
         model.eval()
-        val_rmse = validation_rmse(model, val_parts, config.washout, config.mode) if val_parts else train_loss
+        val_rmse = validation_rmse(model, val_parts, config.mode) if val_parts else train_loss
         improved = val_rmse < state["best_val"]
         if improved:
             state["best_val"], state["best_epoch"] = val_rmse, epoch
