@@ -115,7 +115,8 @@ def demo(
 
 @app.command(epilog="Examples: deepwiener train --benchmark silverbox --layer lru --d-model 16 --n-layers 4 "
                     "--max-minutes 10 --out runs/sb-lru  |  deepwiener train --csv rig.csv --u V1 --y V2 "
-                    "--dt 0.0016384 --config lru-small.toml --out runs/rig")
+                    "--dt 0.0016384 --config lru-small.toml --out runs/rig  |  deepwiener train --benchmark "
+                    "silverbox --model lstm --hidden 32 --out runs/sb-lstm")
 def train(
     ctx: typer.Context,
     benchmark: BenchmarkOpt = None,
@@ -124,33 +125,41 @@ def train(
     y: YOpt = None,
     dt: DtOpt = None,
     init_window: InitOpt = None,
+    model_kind: Annotated[str | None, typer.Option(
+        "--model", help=f"Model: {', '.join(config_mod.MODEL_KINDS)} (default deepwiener).")] = None,
     layer: Annotated[str | None, typer.Option(help=f"Layer: {', '.join(LAYERS)}.")] = None,
     d_model: Annotated[int | None, typer.Option(help="Channels between blocks.")] = None,
     d_state: Annotated[int | None, typer.Option(help="Complex modes per block.")] = None,
     n_layers: Annotated[int | None, typer.Option(help="Number of blocks.")] = None,
     nonlinearity: Annotated[str | None, typer.Option(help="Static map, e.g. gelu, tanh, poly.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Width of each recurrent layer (lstm, gru).")] = None,
+    init: Annotated[str | None, typer.Option(
+        help="Initialisation: random, or linear (start as the best linear model of the data).")] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Training time budget in minutes.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the model and the training.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<data>-<layer>-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Run directory (default runs/<data>-<layer or model>-<time>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run.")] = False,
 ) -> None:
-    """Train a deep Wiener model and write a run directory; benchmarks are evaluated on every test set."""
+    """Train a deep Wiener model (or an lstm, gru or linear baseline) and write a run directory; benchmarks are
+    evaluated on every test set."""
     cfg = config_mod.resolve(config, {
         "data": _data_flags(benchmark, csv, u, y, dt, init_window),
-        "model": {"layer": layer, "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
-                  "nonlinearity": nonlinearity, "seed": seed},
-        "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed},
+        "model": {"kind": model_kind, "layer": layer, "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
+                  "nonlinearity": nonlinearity, "hidden": hidden, "seed": None if model_kind == "linear" else seed},
+        "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed, "init": init},
     })
     data = cfg.data.load()
-    out = out or Path("runs") / f"{data.name.replace(' ', '_')}-{cfg.model['layer']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or Path("runs") / f"{data.name.replace(' ', '_')}-{cfg.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunDir.create(out, config=cfg, force=force) as run:
         ctx.ensure_object(Session).log_path = run.log_path
         with _progress(cfg.train.epochs) as on_epoch:
             outcome = train_run(run, cfg, data, on_epoch)
         _write_plots(run, outcome.result.history,
-                     {name: (test, {"deep Wiener": outcome.model}) for name, test in data.tests.items()},
+                     {name: (test, {"deep Wiener" if cfg.kind == "deepwiener" else cfg.kind: outcome.model})
+                      for name, test in data.tests.items()},
                      data.init_window)
     stdout.print(f"stopped after {outcome.result.epochs_run} epochs ({outcome.result.stopped}); "
                  f"best epoch {outcome.result.best_epoch}")
@@ -225,8 +234,9 @@ def inspect(
     else of the run's own data; a model file without data is analysed without them.
     """
     model_path, run = resolve_target(target)
+    model = report_mod.require_deep_wiener(load(model_path), model_path)
     data = _analysis_data(run, _given_data(_data_flags(benchmark, csv, u, y, dt, None)))
-    inspection = report_mod.inspect_model(load(model_path), data)
+    inspection = report_mod.inspect_model(model, data)
     figures = inspection.figures()
     for name, figure in figures.items():
         atomic_write(out / f"{name}.png", plots.png_bytes(figure))
@@ -256,9 +266,9 @@ def reduce(
     source = RunDir.open(target)
     if out.resolve() == source.path.resolve():
         raise ConfigError(f"--out {out} is the run being reduced; choose another folder")
+    model = report_mod.require_deep_wiener(load(source.model_path), source.model_path)
     config = source.config()
     data = config.data.load()
-    model = load(source.model_path)
     result = analysis.reduce(model, order=order, tol=tol, method=method)
     before, after = evaluate_all(model, data), evaluate_all(result.model, data)
     summary = report_mod.reduction_summary(result, before, after, source=source.path, order=order, tol=tol)

@@ -3,9 +3,13 @@
 A run configuration has four tables, each mapped one-to-one onto a dataclass or its options:
 
 - ``[data]``: :class:`DataConfig` (a benchmark name, or a CSV file with its columns and sampling time);
-- ``[model]``: the fields of :class:`~deepwiener.model.ModelConfig` except ``n_u``, ``n_y`` and ``dt``, which
-  come from the data, and ``layer_options``, which is the ``[layer]`` table;
+- ``[model]``: ``kind`` (:data:`MODEL_KINDS`: "deepwiener" by default, or the baselines "lstm", "gru",
+  "linear") and the fields of that kind's config, except ``n_u``, ``n_y`` and ``dt``, which come from the data:
+  :class:`~deepwiener.model.ModelConfig` (its ``layer_options`` are the ``[layer]`` table),
+  :class:`~deepwiener.baselines.rnn.RNNConfig` (its ``cell`` is the kind) or
+  :class:`~deepwiener.initialization.LinearOptions`;
 - ``[layer]``: the options dataclass of the chosen layer (e.g. ``LRUOptions``: ``r_min``, ``r_max``, ...);
+  deep Wiener models only;
 - ``[train]``: :class:`~deepwiener.training.TrainConfig`.
 
 Unknown tables or keys and values of the wrong type raise :class:`ConfigError` naming the table and listing the
@@ -27,14 +31,19 @@ from typing import Any
 
 import tomli_w
 
+from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.data import BENCHMARKS, Benchmark, load_benchmark, read_csv
 from deepwiener.errors import ConfigError, unknown_name
+from deepwiener.initialization import LinearOptions
 from deepwiener.layers import layer_class
-from deepwiener.model import ModelConfig
+from deepwiener.model import DeepWiener, ModelConfig
 from deepwiener.training import TrainConfig
 
 TABLES: tuple[str, ...] = ("data", "model", "layer", "train")
+MODEL_KINDS: tuple[str, ...] = ("deepwiener", "lstm", "gru", "linear")
+"""Values of ``[model] kind`` (the command line's ``--model``)."""
 _DERIVED_MODEL_KEYS = ("n_u", "n_y", "dt", "layer_options")  # set from the data / the [layer] table
+_DERIVED_RNN_KEYS = ("n_u", "n_y", "dt", "cell")  # set from the data / the kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,25 +109,48 @@ class RunConfig:
 
     Attributes:
         data: where the data comes from.
-        model: ``ModelConfig`` keywords except ``n_u``, ``n_y`` and ``dt``; ``layer_options`` holds every
-            option of the layer, defaults included.
+        model: the keywords of the kind's config except ``n_u``, ``n_y`` and ``dt``, defaults included:
+            ``ModelConfig``'s for "deepwiener" (``layer_options`` holds every option of the layer),
+            ``RNNConfig``'s except ``cell`` for "lstm" and "gru", ``LinearOptions``' for "linear".
         train: the training options.
+        kind: the model kind, one of :data:`MODEL_KINDS`.
     """
 
     data: DataConfig
     model: Mapping[str, Any]
     train: TrainConfig
+    kind: str = "deepwiener"
 
-    def model_config(self, n_u: int, n_y: int) -> ModelConfig:
-        """The ``ModelConfig`` for data with ``n_u`` inputs and ``n_y`` outputs."""
-        return ModelConfig(n_u=n_u, n_y=n_y, **self.model)
+    @property
+    def label(self) -> str:
+        """Short name of the model: the layer of a deep Wiener model (e.g. "lru"), else the kind ("lstm", ...)."""
+        return self.model["layer"] if self.kind == "deepwiener" else self.kind
+
+    def model_config(self, n_u: int, n_y: int) -> ModelConfig | RNNConfig | LinearOptions:
+        """The model's config for data with ``n_u`` inputs and ``n_y`` outputs (a linear model's: its options)."""
+        if self.kind == "linear":
+            return LinearOptions(**self.model)
+        if self.kind == "deepwiener":
+            return ModelConfig(n_u=n_u, n_y=n_y, **self.model)
+        return RNNConfig(n_u=n_u, n_y=n_y, cell=self.kind, **self.model)
+
+    def build_model(self, n_u: int, n_y: int) -> DeepWiener | RNNModel:
+        """A freshly initialised trainable model ("deepwiener", "lstm", "gru") for ``n_u`` inputs, ``n_y`` outputs.
+
+        Raises:
+            ConfigError: kind "linear", which is identified from data (``training.fit_linear``), not built.
+        """
+        config = self.model_config(n_u, n_y)
+        if isinstance(config, LinearOptions):
+            raise ConfigError("a linear model is identified from data (training.fit_linear), not built")
+        return DeepWiener.from_config(config) if isinstance(config, ModelConfig) else RNNModel.from_config(config)
 
     def to_tables(self) -> dict[str, dict[str, Any]]:
         """The four tables as plain dicts, every value spelled out (None for unset options)."""
         model = dict(self.model)
-        layer = model.pop("layer_options")
-        return {"data": dataclasses.asdict(self.data), "model": model, "layer": dict(layer),
-                "train": self.train.to_dict()}
+        layer = model.pop("layer_options", {})
+        return {"data": dataclasses.asdict(self.data), "model": {"kind": self.kind, **model},
+                "layer": dict(layer), "train": self.train.to_dict()}
 
     def to_toml(self) -> str:
         """TOML text of the resolved configuration; unset (None) options are written as comments."""
@@ -168,8 +200,9 @@ def resolve(file: str | Path | None = None,
         The validated :class:`RunConfig`.
 
     Raises:
-        ConfigError: unknown tables or keys (listing the valid ones), values of the wrong type, or invalid
-            values (unknown layer, nonlinearity, benchmark, ...).
+        ConfigError: unknown tables or keys (listing the valid ones), values of the wrong type, invalid
+            values (unknown model kind, layer, nonlinearity, benchmark, ...), or a ``[layer]`` table for a
+            baseline.
     """
     tables: dict[str, dict[str, Any]] = {table: {} for table in TABLES}
     for source in (read_toml(file) if file is not None else {}, overrides or {}):
@@ -179,18 +212,43 @@ def resolve(file: str | Path | None = None,
             if table == "data" and ("benchmark" in given or "csv" in given):
                 tables["data"] = {}  # a new data source replaces the earlier one as a whole
             tables[table].update(given)
+    model_values = dict(tables["model"])
+    kind = model_values.pop("kind", "deepwiener")
+    if kind not in MODEL_KINDS:
+        raise unknown_name("model kind", kind, MODEL_KINDS)
+    if kind == "deepwiener":
+        resolved = _deep_wiener_keywords(model_values, tables["layer"])
+    else:
+        resolved = _baseline_keywords(kind, model_values, tables["layer"])
+    data = DataConfig(**_validated("data", tables["data"], DataConfig))
+    train = TrainConfig.from_dict(_validated("train", tables["train"], TrainConfig))
+    return RunConfig(data=data, model=MappingProxyType(resolved), train=train, kind=kind)
+
+
+def _deep_wiener_keywords(values: Mapping[str, Any], layer_values: Mapping[str, Any]) -> dict[str, Any]:
+    """``ModelConfig`` keywords (defaults filled, ``layer_options`` from the [layer] table) without n_u, n_y, dt."""
     model_keys = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name not in _DERIVED_MODEL_KEYS}
-    model = _validated("model", tables["model"], ModelConfig, model_keys)
+    model = _validated("model", values, ModelConfig, model_keys)
     layer_name = model.get("layer", model_keys["layer"].default)
     options_cls = layer_class(layer_name).Options
-    options = options_cls(**_validated("layer", tables["layer"], options_cls))
+    options = options_cls(**_validated("layer", layer_values, options_cls))
     model["layer_options"] = dataclasses.asdict(options)
     resolved = dict(dataclasses.asdict(ModelConfig(n_u=1, n_y=1, **model)))  # validates; fills the defaults
     for key in ("n_u", "n_y", "dt"):
         resolved.pop(key)
-    data = DataConfig(**_validated("data", tables["data"], DataConfig))
-    train = TrainConfig.from_dict(_validated("train", tables["train"], TrainConfig))
-    return RunConfig(data=data, model=MappingProxyType(resolved), train=train)
+    return resolved
+
+
+def _baseline_keywords(kind: str, values: Mapping[str, Any], layer_values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keywords of an "lstm"/"gru" ``RNNConfig`` (without n_u, n_y, dt, cell) or of ``LinearOptions``."""
+    if layer_values:
+        raise ConfigError(f"the [layer] table configures deep Wiener models; model kind {kind!r} has no layer "
+                          f"(got {sorted(layer_values)})")
+    if kind == "linear":
+        return LinearOptions(**_validated("model", values, LinearOptions)).to_dict()
+    fields = {f.name: f for f in dataclasses.fields(RNNConfig) if f.name not in _DERIVED_RNN_KEYS}
+    resolved = RNNConfig(n_u=1, n_y=1, cell=kind, **_validated("model", values, RNNConfig, fields)).to_dict()
+    return {key: value for key, value in resolved.items() if key not in _DERIVED_RNN_KEYS}
 
 
 def _benchmark_key(name: str) -> str:

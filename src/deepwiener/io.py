@@ -1,10 +1,15 @@
-"""Model files: ``save``/``load`` of a DeepWiener model as safetensors plus JSON metadata; atomic writes.
+"""Model files: ``save``/``load`` of every model kind as safetensors plus JSON metadata; atomic writes.
 
-A model file (``*.dw``) is a plain safetensors file: the model's ``state_dict`` (weights and the scaler
-buffers ``u_mean, u_std, y_mean, y_std``) as tensors, and string metadata:
+Three kinds of model are stored: ``"deepwiener"`` (:class:`~deepwiener.model.DeepWiener`), ``"rnn"``
+(:class:`~deepwiener.baselines.rnn.RNNModel`) and ``"linear"``
+(:class:`~deepwiener.baselines.linear.LinearStateSpace`). A model file (``*.dw``) is a plain safetensors file:
+the model's ``state_dict`` (weights and the scaler buffers ``u_mean, u_std, y_mean, y_std``) as tensors (for
+a linear model: ``A, B, C, D`` and the scaler, float64), and string metadata:
 
 - ``format``: ``"deepwiener-model/1"``;
-- ``config``: the ``ModelConfig`` as JSON (architecture, ``dt``, seed);
+- ``kind``: ``"deepwiener"``, ``"rnn"`` or ``"linear"`` (files without it hold a deep Wiener model);
+- ``config``: the model's config as JSON (``ModelConfig``, ``RNNConfig``, or :class:`LinearFileConfig`:
+  architecture, ``dt``, seed);
 - ``scaler``: the normalisation statistics as JSON (a readable copy of the scaler buffers);
 - ``dtype``: ``"float32"`` or ``"float64"``;
 - ``versions``: JSON of the python, torch, numpy and deepwiener versions that wrote the file;
@@ -12,12 +17,13 @@ buffers ``u_mean, u_std, y_mean, y_std``) as tensors, and string metadata:
 - ``extra``: JSON chosen by the caller (the command line stores the data's channel names and source).
 
 Loading parses the header itself (so a foreign, truncated or corrupt file is named as such), never executes
-code (no pickle), rebuilds the model from its config and loads the tensors strictly. Every file is written
-through :func:`atomic_write`: a temporary file in the same folder, then ``os.replace``.
+code (no pickle), rebuilds the model of the file's kind from its config and loads the tensors strictly. Every
+file is written through :func:`atomic_write`: a temporary file in the same folder, then ``os.replace``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,8 +39,11 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from deepwiener.baselines.linear import LinearStateSpace
+from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.errors import DeepWienerError, ModelFileError
 from deepwiener.model import DeepWiener, ModelConfig
+from deepwiener.simulator import DictConfig, check_positive_ints, check_sampling_time
 
 FORMAT = "deepwiener-model/1"
 """Format tag of the model files this version writes and reads."""
@@ -42,6 +51,38 @@ FORMAT = "deepwiener-model/1"
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 _REQUIRED_METADATA = ("format", "config", "dtype", "sha256")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_LINEAR_TENSORS = ("A", "B", "C", "D", "u_mean", "u_std", "y_mean", "y_std")
+
+Model = DeepWiener | RNNModel | LinearStateSpace
+"""What a model file holds."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearFileConfig(DictConfig):
+    """The ``config`` metadata of a linear model file: its sizes and sampling time (seconds)."""
+
+    n_u: int
+    n_y: int
+    n_states: int
+    dt: float
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, ("n_u", "n_y", "n_states"))
+        check_sampling_time(self.dt)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of the stored tensors A, B, C, D, u_mean, u_std, y_mean, y_std."""
+        n, m, p = self.n_states, self.n_u, self.n_y
+        return {"A": (n, n), "B": (n, m), "C": (p, n), "D": (p, m), "u_mean": (m,), "u_std": (m,),
+                "y_mean": (p,), "y_std": (p,)}
+
+
+_CONFIGS: dict[str, type[ModelConfig] | type[RNNConfig] | type[LinearFileConfig]] = {
+    "deepwiener": ModelConfig, "rnn": RNNConfig, "linear": LinearFileConfig,
+}
+_NETWORKS: dict[str, type[DeepWiener] | type[RNNModel]] = {"deepwiener": DeepWiener, "rnn": RNNModel}
+KINDS: tuple[str, ...] = tuple(_CONFIGS)
+"""The model kinds a file may hold."""
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
@@ -83,11 +124,12 @@ def versions() -> dict[str, str]:
             "deepwiener": own}
 
 
-def save(model: DeepWiener, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+def save(model: Model, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
     """Save a model (weights, config, normalisation, versions) to a safetensors file, atomically.
 
     Args:
-        model: the model; its parameters must be float32 or float64 (on any device).
+        model: a ``DeepWiener`` or ``RNNModel`` (parameters float32 or float64, on any device), or a
+            ``LinearStateSpace``.
         path: destination, conventionally ``*.dw``.
         extra: JSON-serialisable information stored with the model (returned by :func:`read_info`).
 
@@ -95,10 +137,20 @@ def save(model: DeepWiener, path: str | Path, *, extra: Mapping[str, Any] | None
         The destination path.
 
     Raises:
-        ModelFileError: the model's dtype is not float32/float64, or ``extra`` is not JSON-serialisable.
+        ModelFileError: another type of model, a dtype other than float32/float64, or ``extra`` that is not
+            JSON-serialisable.
     """
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    dtype = _dtype_name(model.u_mean.dtype)
+    if isinstance(model, LinearStateSpace):
+        kind, config = "linear", LinearFileConfig(model.n_u, model.n_y, model.n_states, float(model.dt))
+        tensors = {name: torch.from_numpy(np.array(getattr(model, name), dtype=np.float64, order="C"))
+                   for name in _LINEAR_TENSORS}
+    elif isinstance(model, DeepWiener | RNNModel):
+        kind, config = ("deepwiener" if isinstance(model, DeepWiener) else "rnn"), model.config
+        tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    else:
+        raise ModelFileError(f"{path}: cannot save a {type(model).__name__}; expected a DeepWiener, RNNModel or "
+                             "LinearStateSpace")
+    dtype = _dtype_name(tensors["u_mean"].dtype)
     try:
         extra_json = json.dumps(dict(extra or {}))
     except TypeError as exc:
@@ -106,7 +158,8 @@ def save(model: DeepWiener, path: str | Path, *, extra: Mapping[str, Any] | None
     scaler = {name: tensors[name].double().tolist() for name in ("u_mean", "u_std", "y_mean", "y_std")}
     meta = {
         "format": FORMAT,
-        "config": json.dumps(model.config.to_dict()),
+        "kind": kind,
+        "config": json.dumps(config.to_dict()),
         "scaler": json.dumps(scaler),
         "dtype": dtype,
         "versions": json.dumps(versions()),
@@ -116,32 +169,39 @@ def save(model: DeepWiener, path: str | Path, *, extra: Mapping[str, Any] | None
     return atomic_write(path, safetensors.torch.save(tensors, metadata=meta))
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> DeepWiener:
+def load(path: str | Path, device: str | torch.device = "cpu") -> Model:
     """Load a model saved by :func:`save`; executes no code from the file.
 
     Args:
         path: the model file.
-        device: where to put the model.
+        device: where to put a torch model (a ``LinearStateSpace`` is numpy).
 
     Returns:
-        The model in eval mode, with its config, dt and normalisation restored.
+        The model of the file's kind: a ``DeepWiener`` or ``RNNModel`` in eval mode, or a ``LinearStateSpace``,
+        with its config, dt and normalisation restored.
 
     Raises:
         ModelFileError: naming the file and the reason: missing file, not a safetensors file, truncated,
-            missing metadata, another format version, invalid config, checksum mismatch, or tensors whose
-            names or shapes do not match the config.
+            missing metadata, another format version, unknown kind, invalid config, checksum mismatch, or
+            tensors whose names, shapes or values do not match the config.
     """
     path = Path(path)
     meta, raw = _read(path)
-    config = _config(path, meta)
+    kind, config = _config(path, meta)
     try:
         tensors = safetensors.torch.load(raw)
     except Exception as exc:  # the safetensors parser raises its own error types on damaged data
         raise ModelFileError(f"{path}: damaged tensor data: {exc}") from exc
     if _digest(tensors) != meta["sha256"]:
         raise ModelFileError(f"{path}: checksum mismatch: the tensor data is corrupt")
-    model = DeepWiener.from_config(config).to(_DTYPES[meta["dtype"]])
-    _check_tensors(path, model.state_dict(), tensors)
+    if isinstance(config, LinearFileConfig):
+        _check_tensors(path, config.shapes(), tensors)
+        try:
+            return LinearStateSpace(**{name: tensors[name].numpy() for name in _LINEAR_TENSORS}, dt=config.dt)
+        except DeepWienerError as exc:
+            raise ModelFileError(f"{path}: invalid linear model: {exc}") from exc
+    model = _NETWORKS[kind].from_config(config).to(_DTYPES[meta["dtype"]])
+    _check_tensors(path, {name: tuple(t.shape) for name, t in model.state_dict().items()}, tensors)
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()
 
@@ -153,15 +213,15 @@ def read_info(path: str | Path) -> dict[str, Any]:
         path: the model file.
 
     Returns:
-        ``{"format", "config", "scaler", "dtype", "versions", "extra"}`` with the JSON fields decoded.
+        ``{"format", "kind", "config", "scaler", "dtype", "versions", "extra"}`` with the JSON fields decoded.
 
     Raises:
         ModelFileError: as :func:`load`.
     """
     path = Path(path)
     meta, _ = _read(path)
-    _config(path, meta)
-    info: dict[str, Any] = {"format": meta["format"], "dtype": meta["dtype"]}
+    kind, _ = _config(path, meta)
+    info: dict[str, Any] = {"format": meta["format"], "kind": kind, "dtype": meta["dtype"]}
     for key in ("config", "scaler", "versions", "extra"):
         info[key] = _json(path, meta, key) if key in meta else {}
     return info
@@ -231,24 +291,28 @@ def _json(path: Path, meta: Mapping[str, str], key: str) -> Any:
         raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON: {exc}") from exc
 
 
-def _config(path: Path, meta: Mapping[str, str]) -> ModelConfig:
+def _config(path: Path, meta: Mapping[str, str]) -> tuple[str, ModelConfig | RNNConfig | LinearFileConfig]:
+    """The file's kind and its validated config."""
+    kind = meta.get("kind", "deepwiener")  # files written before kinds existed hold deep Wiener models
+    if kind not in _CONFIGS:
+        raise ModelFileError(f"{path}: unknown model kind {kind!r}; this deepwiener reads {list(KINDS)}")
     data = _json(path, meta, "config")
     if not isinstance(data, dict):
         raise ModelFileError(f"{path}: metadata 'config' is not a JSON object")
     try:
-        return ModelConfig.from_dict(data)
+        return kind, _CONFIGS[kind].from_dict(data)
     except (DeepWienerError, TypeError) as exc:
-        raise ModelFileError(f"{path}: invalid model config: {exc}") from exc
+        raise ModelFileError(f"{path}: invalid model config: {exc} (model kind {kind!r})") from exc
 
 
-def _check_tensors(path: Path, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> None:
+def _check_tensors(path: Path, expected: Mapping[str, tuple[int, ...]], found: Mapping[str, torch.Tensor]) -> None:
     """Compare names and shapes of the stored tensors with those the config builds."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
         raise ModelFileError(f"{path}: tensors do not match the config: missing {missing}, unexpected "
                              f"{unexpected}")
-    for name, tensor in expected.items():
-        if tuple(found[name].shape) != tuple(tensor.shape):
+    for name, shape in expected.items():
+        if tuple(found[name].shape) != shape:
             raise ModelFileError(f"{path}: shape mismatch: tensor {name!r} has shape {tuple(found[name].shape)}, "
-                                 f"the config expects {tuple(tensor.shape)}")
+                                 f"the config expects {shape}")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from deepwiener.engines import streaming
 from deepwiener.errors import ConfigError, DataError, unknown_name
 from deepwiener.layers import LTILayer, layer_class, make_layer
 from deepwiener.nonlinearities import NONLINEARITIES, Nonlinearity, make_nonlinearity
@@ -165,6 +166,10 @@ class DeepWiener(ScaledSimulator):
     def stepper(self) -> ModelStepper:
         """A one-sample-at-a-time simulator with every block discretised once."""
         return ModelStepper(self)
+
+    def fast_stepper(self) -> streaming.Streamer:
+        """A compiled one-sample-at-a-time simulator, numpy in and out (``deepwiener.engines.streaming``)."""
+        return streaming.fast_stepper(self)
 
 
 class ModelStepper:

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from deepwiener import analysis, analysis_plots, plots
 from deepwiener.analysis import BlockSystem, Certificate, NonlinearityCurve, NonLTIBlock, ReductionResult
 from deepwiener.data import Benchmark
+from deepwiener.errors import ConfigError
 from deepwiener.evaluation import Metrics
 from deepwiener.io import load, versions
 from deepwiener.model import DeepWiener
@@ -121,6 +122,18 @@ def inspect_model(model: DeepWiener, data: Benchmark | None = None) -> Inspectio
     )
 
 
+def require_deep_wiener(model: object, source: str | Path) -> DeepWiener:
+    """``model`` itself when it is a deep Wiener model, which the analysis and the reduction need.
+
+    Raises:
+        ConfigError: another kind of model (an lstm, gru or linear baseline), naming ``source``.
+    """
+    if not isinstance(model, DeepWiener):
+        raise ConfigError(f"{source} holds a {type(model).__name__}, not a deep Wiener model: it has no blocks to "
+                          "analyse or reduce")
+    return model
+
+
 def format_values(value: float | Sequence[float] | None, digits: int) -> str:
     """A number, or a per-output list of numbers, with ``digits`` significant digits ("-" for None)."""
     if value is None:
@@ -205,7 +218,8 @@ def render_report(run: RunDir) -> str:
     Sections (:data:`SECTIONS`, plus "reduction" for a reduced run): the metrics per test set (metrics.json),
     the training curves (history.csv), measured vs simulated output on every test set, the analysis of the
     blocks (table, pole-zero maps, Bode diagram, Hankel singular values, nonlinearity curves on the first
-    training record), the stability certificate and the resolved configuration (config.toml).
+    training record), the stability certificate and the resolved configuration (config.toml). The page of a
+    baseline run (lstm, gru, linear) says in the analysis and certificate sections that it has no blocks.
 
     Args:
         run: the run (``RunDir.open``); its data is loaded from its configuration.
@@ -222,16 +236,18 @@ def render_report(run: RunDir) -> str:
     model = load(run.model_path)
     history = read_history(run.file("history.csv"))
     unit = next(iter(data.tests.values())).y_unit
-    inspection = inspect_model(model, data)
+    inspection = inspect_model(model, data) if isinstance(model, DeepWiener) else None
+    label = "deep Wiener" if inspection else type(model).__name__
+    no_blocks = f"<p>Not analysed: a {_esc(label)} has no blocks.</p>"
     bodies = {
         "metrics": _table(METRICS_HEADER, metrics_rows(json.loads(run.file("metrics.json").read_text("utf-8")))),
         "training": _figure(plots.training_curves(history, unit), "training curves") if history
         else "<p>No training history in this run.</p>",
         "simulation": "".join(f"<h3>{_esc(name)}</h3>" + _figure(
-            plots.simulation(test, {"deep Wiener": model.simulate(test.u)}, data.init_window),
+            plots.simulation(test, {label: model.simulate(test.u)}, data.init_window),
             f"measured vs simulated: {name}") for name, test in data.tests.items()),
-        "analysis": _analysis_html(inspection),
-        "certificate": _pre(inspection.certificate.summary()),
+        "analysis": _analysis_html(inspection) if inspection else no_blocks,
+        "certificate": _pre(inspection.certificate.summary()) if inspection else no_blocks,
         "config": _pre(run.file("config.toml").read_text("utf-8").splitlines()),
     }
     sections = {key: (title, bodies[key]) for key, title in SECTIONS.items()}
@@ -242,7 +258,7 @@ def render_report(run: RunDir) -> str:
                      "training curves are those of the original model.</p>"
                      + _table(REDUCTION_BLOCKS_HEADER, blocks) + _table(REDUCTION_TESTS_HEADER, tests))
         sections = {"metrics": sections.pop("metrics"), "reduction": ("Model-order reduction", reduction), **sections}
-    return _page(run, model, data, sections)
+    return _page(run, _describe(model), data, sections)
 
 
 def _analysis_html(inspection: Inspection) -> str:
@@ -256,13 +272,20 @@ def _analysis_html(inspection: Inspection) -> str:
     return "".join(parts)
 
 
-def _page(run: RunDir, model: DeepWiener, data: Benchmark, sections: Mapping[str, tuple[str, str]]) -> str:
-    """The whole page: head with inline style, title, facts about the run, links to the sections, sections."""
+def _describe(model: object) -> str:
+    """The model in a few words (a baseline by its class; the configuration section has the rest)."""
+    if not isinstance(model, DeepWiener):
+        return type(model).__name__
     c = model.config
+    return (f"deep Wiener: {c.layer}, d_model {c.d_model}, d_state {c.d_state}, {c.n_layers} blocks, nonlinearity "
+            f"{c.nonlinearity}, {model.n_parameters} parameters")
+
+
+def _page(run: RunDir, model: str, data: Benchmark, sections: Mapping[str, tuple[str, str]]) -> str:
+    """The whole page: head with inline style, title, facts about the run, links to the sections, sections."""
     title = f"deepwiener report: {run.path.name}"
-    facts = (f"run {run.path} · data {data.name} · {c.layer}, d_model {c.d_model}, d_state {c.d_state}, "
-             f"{c.n_layers} blocks, nonlinearity {c.nonlinearity}, {model.n_parameters} parameters · "
-             f"deepwiener {versions()['deepwiener']} · {time.strftime('%Y-%m-%d %H:%M')}")
+    facts = (f"run {run.path} · data {data.name} · model {model} · deepwiener {versions()['deepwiener']} · "
+             f"{time.strftime('%Y-%m-%d %H:%M')}")
     nav = " · ".join(f'<a href="#{key}">{_esc(title)}</a>' for key, (title, _) in sections.items())
     body = "\n".join(f'<section id="{key}">\n<h2>{_esc(title)}</h2>\n{content}</section>'
                      for key, (title, content) in sections.items())

@@ -34,9 +34,8 @@ from deepwiener.config import DataConfig, RunConfig, resolve
 from deepwiener.data import Benchmark
 from deepwiener.errors import ConfigError, ModelFileError
 from deepwiener.evaluation import Metrics, evaluate_all
-from deepwiener.io import atomic_write, save, versions
-from deepwiener.model import DeepWiener
-from deepwiener.training import EpochInfo, FitResult, fit
+from deepwiener.io import Model, atomic_write, save, versions
+from deepwiener.training import EpochInfo, FitResult, fit, fit_linear
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +230,7 @@ class TrainOutcome:
         metrics: ``{test name: Metrics}`` on ``data.tests``.
     """
 
-    model: DeepWiener
+    model: Model
     result: FitResult
     data: Benchmark
     metrics: dict[str, Metrics]
@@ -240,6 +239,8 @@ class TrainOutcome:
 def train_run(run: RunDir, config: RunConfig, data: Benchmark,
               on_epoch: Callable[[EpochInfo], None] | None = None) -> TrainOutcome:
     """Build the model, train it, save it, and evaluate it on every test record of ``data``.
+
+    A model of kind "linear" is identified instead (``training.fit_linear``: one epoch, no checkpoint).
 
     Writes ``model.dw``, ``history.csv`` and ``metrics.json`` into ``run`` (its status is the caller's).
 
@@ -253,9 +254,15 @@ def train_run(run: RunDir, config: RunConfig, data: Benchmark,
         The trained model, the fit result, the data and the metrics.
     """
     first = data.train[0]
-    model = DeepWiener.from_config(config.model_config(first.n_u, first.n_y))
-    logger.info("training %s (%d parameters) on %s", config.model["layer"], model.n_parameters, data.name)
-    result = fit(model, data.train, config.train, checkpoint=run.file("checkpoint.pt"), on_epoch=on_epoch)
+    model: Model
+    if config.kind == "linear":
+        logger.info("identifying a linear model (N4SID) on %s", data.name)
+        model, result = fit_linear(data.train, config.train, options=config.model_config(first.n_u, first.n_y),
+                                   on_epoch=on_epoch)
+    else:
+        model = config.build_model(first.n_u, first.n_y)
+        logger.info("training %s (%d parameters) on %s", config.label, model.n_parameters, data.name)
+        result = fit(model, data.train, config.train, checkpoint=run.file("checkpoint.pt"), on_epoch=on_epoch)
     logger.info("stopped after %d epochs (%s); best epoch %d, validation RMSE %.6g", result.epochs_run,
                 result.stopped, result.best_epoch, result.best_val_rmse)
     save(model, run.model_path, extra=describe(data))

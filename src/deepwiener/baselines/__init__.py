@@ -1,4 +1,5 @@
-"""Baseline models that share the ``Simulator`` protocol (``simulate(u) -> y`` and ``dt``)."""
+"""Baseline models: linear identification (FIR, ARX, N4SID; ``simulate(u) -> y`` and ``dt``) and LSTM/GRU
+simulation models (``RNNModel``, trained by ``fit`` like ``DeepWiener``)."""
 
 from deepwiener.baselines.linear import (
     IORecord,
@@ -8,5 +9,16 @@ from deepwiener.baselines.linear import (
     fit_fir,
     fit_n4sid,
 )
+from deepwiener.baselines.rnn import CELLS, RNNConfig, RNNModel
 
-__all__ = ["IORecord", "LinearStateSpace", "best_linear", "fit_arx", "fit_fir", "fit_n4sid"]
+__all__ = [
+    "CELLS",
+    "IORecord",
+    "LinearStateSpace",
+    "RNNConfig",
+    "RNNModel",
+    "best_linear",
+    "fit_arx",
+    "fit_fir",
+    "fit_n4sid",
+]
