@@ -2,9 +2,9 @@
 
 ``initialize_linear(model, train, val)`` (what ``fit`` runs for ``TrainConfig(init="linear")``) identifies a
 linear state-space model by subspace identification (``baselines.best_linear``: N4SID of orders 1 ..
-``max_order``, the order with the lowest simulation RMSE on the validation records wins) and writes it into
-the model with :func:`embed_linear`, so that before training the model's free-run output **equals** the linear
-model's (to round-off). Training then starts from the linear model and can only add to it.
+``max_order`` and ``2 d_state``, the order with the lowest simulation RMSE on the validation records wins) and
+writes it into the model with :func:`embed_linear`, so that before training the model's free-run output
+**equals** the linear model's (to round-off). Training then starts from the linear model.
 
 Construction. With ``m = n_u``, ``p = n_y`` and ``h = d_model``, the channels are split into the inputs
 ``I = 0..m-1``, the *carrying* channels ``P = m..m+p-1`` and ``N = m+p..m+2p-1``, and the free rest. The
@@ -16,8 +16,10 @@ linear model ``x+ = A x + B u', y' = C x + D u'`` works on its own normalised si
   ``(u_mean - a_mean) / a_std``); rows P and N are zero; the free rows keep their random values.
 * Block 0, LTI layer: ``A = V diag(lam) V^-1`` is diagonalised (``analysis.diagonal_from_real``: one complex
   mode per conjugate pair or real pole) into the first k <= ``d_state`` modes, which read the input channels
-  only (their B columns of the other channels are 0). Rows P read ``+y'`` and rows N read ``-y'``
-  (``C = +-C_lin`` on the linear modes, 0 on the others; ``D = +-D_lin`` on the input columns, 0 elsewhere).
+  only (their B columns of the other channels are 0), each scaled to ``||B_i|| = ||C_i||`` (eigenvectors fix a
+  mode only up to a factor; unbalanced, the first optimiser steps, about lr per parameter, could change a mode
+  by a large fraction). Rows P read ``+y'`` and rows N read ``-y'`` (``C = +-C_lin`` on the linear modes, 0 on
+  the others; ``D = +-D_lin`` on the input columns, 0 elsewhere).
   The remaining modes keep the layer's random eigenvalues, B and the C rows of the other channels, so they
   start uncoupled from the carrying channels but alive (modes with B = C = 0 would never receive a gradient).
   The whole system is written back with ``type(layer).from_system`` (exact; S5 then has Delta = 1 for every
@@ -34,7 +36,9 @@ linear model ``x+ = A x + B u', y' = C x + D u'`` works on its own normalised si
   ``b_dec = (b_mean - y_mean) / y_std``, so ``y = b_mean + b_std (f(y') - f(-y')) / kappa = b_mean + b_std y'``.
 
 The zero decoder columns of the free channels receive a gradient at the first step, after which the free
-channels, the other blocks and the random modes of block 0 can add nonlinear dynamics.
+channels, the other blocks and the random modes of block 0 can add nonlinear dynamics. The first optimiser steps
+also move the linear part: the validation error after the first epoch may exceed the linear model's by a few
+percent before it falls (``TrainConfig.warmup_epochs`` softens this).
 
 Requirements (else ConfigError): a ``DeepWiener`` model with layer lru or s5 (the layers with ``from_system``),
 skip "identity" or "linear", norm "none" (LayerNorm mixes the channels), a nonlinearity among

@@ -314,6 +314,10 @@ def _train_loop(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
         state = _load_checkpoint(ckpt, model, optimizer, schedule, gen)
+    elif val_parts:  # the starting model (e.g. a linear initialisation) is candidate -1
+        model.eval()
+        state["best_val"] = validation_rmse(model, val_parts, config.mode)
+        state["best_params"] = copy.deepcopy(model.state_dict())
     budget = config.max_minutes * 60 if config.max_minutes else math.inf
     start = time.monotonic() - state["elapsed"]
     stopped = "epochs"

@@ -10,7 +10,7 @@ from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.data import IOData, fit_scaler, split_validation
 from deepwiener.errors import ConfigError, DataError
 from deepwiener.evaluation import evaluate
-from deepwiener.training import TrainConfig, fit, validation_rmse
+from deepwiener.training import TrainConfig, ValidationRecord, fit, validation_rmse
 
 CELLS = ["lstm", "gru"]
 
@@ -65,11 +65,11 @@ def test_fit_lowers_validation_error(cell: str) -> None:
     model = RNNModel(1, 1, cell=cell, hidden=16, seed=0)
     train, val = split_validation(data, config.val_fraction)
     model.set_scaler(*fit_scaler(train))
-    untrained = validation_rmse(model, [val], config.washout, config.mode)
+    untrained = validation_rmse(model, [ValidationRecord(data, len(train))], config.mode)
     result = fit(model, data, config)
     assert result.best_val_rmse < 0.5 * untrained
     assert model.dt == 0.01
-    metrics = evaluate(model, val, init_window=config.washout)
+    metrics = evaluate(model, data, init_window=len(train))  # the held-out tail, state warmed by the head
     assert metrics["rmse"] == pytest.approx(result.best_val_rmse, rel=1e-4)
 
 
