@@ -272,7 +272,7 @@ def reduce(
     result = analysis.reduce(model, order=order, tol=tol, method=method)
     before, after = evaluate_all(model, data), evaluate_all(result.model, data)
     summary = report_mod.reduction_summary(result, before, after, source=source.path, order=order, tol=tol)
-    history = report_mod.read_history(source.file("history.csv"))
+    history = source.read_history()
     modes = {"d_state": result.model.config.d_state}
     reduced = dataclasses.replace(config, model=MappingProxyType({**config.model, **modes}))
     with RunDir.create(out, config=reduced, kind="reduce", force=force) as run:

@@ -29,7 +29,7 @@ import json
 import os
 import platform
 import struct
-import tempfile
+import uuid
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -101,7 +101,8 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(payload)

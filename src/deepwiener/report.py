@@ -14,7 +14,6 @@ Like ``plots``, only the command line imports this module, so ``import deepwiene
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import time
@@ -198,15 +197,6 @@ def reduction_rows(summary: Mapping[str, Any]) -> tuple[list[tuple[str, ...]], l
     return blocks, tests
 
 
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """The rows of a run's ``history.csv`` (see ``RunDir.write_history``) as floats; [] when it is missing."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8", newline="") as file:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
-
-
 def data_uri(png: bytes) -> str:
     """``data:image/png;base64,...`` of PNG bytes."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -234,7 +224,7 @@ def render_report(run: RunDir) -> str:
     """
     data = run.config().data.load()
     model = load(run.model_path)
-    history = read_history(run.file("history.csv"))
+    history = run.read_history()
     unit = next(iter(data.tests.values())).y_unit
     inspection = inspect_model(model, data) if isinstance(model, DeepWiener) else None
     label = "deep Wiener" if inspection else type(model).__name__

@@ -174,6 +174,14 @@ class RunDir:
         writer.writerows(history)
         return atomic_write(self.file("history.csv"), buffer.getvalue())
 
+    def read_history(self) -> list[dict[str, float]]:
+        """The rows of history.csv (see :meth:`write_history`) as floats; [] when it is missing."""
+        path = self.file("history.csv")
+        if not path.exists():
+            return []
+        with path.open(encoding="utf-8", newline="") as file:
+            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
     def __enter__(self) -> RunDir:
         self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -15,7 +15,7 @@ from PIL import Image
 from deepwiener.analysis import blocks
 from deepwiener.config import resolve
 from deepwiener.io import load
-from deepwiener.report import ANALYSIS_FIGURES, SECTIONS, read_history, render_report
+from deepwiener.report import ANALYSIS_FIGURES, SECTIONS, render_report
 from deepwiener.runs import HISTORY_COLUMNS, RunDir, train_run
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_report_renders.py"
@@ -139,9 +139,9 @@ def test_text_is_escaped(page: Page, page_html: str) -> None:
 def test_read_history_round_trip(tmp_path: Path) -> None:
     rows = [{"epoch": 0.0, "train_loss": 1.5, "val_rmse": 0.25, "lr": 1e-3, "seconds": 2.0},
             {"epoch": 1.0, "train_loss": 0.5, "val_rmse": 0.125, "lr": 1e-3, "seconds": 4.0}]
+    assert RunDir(tmp_path).read_history() == []
     RunDir(tmp_path).write_history(rows)
-    assert read_history(tmp_path / "history.csv") == rows and list(rows[0]) == list(HISTORY_COLUMNS)
-    assert read_history(tmp_path / "missing.csv") == []
+    assert RunDir(tmp_path).read_history() == rows and list(rows[0]) == list(HISTORY_COLUMNS)
 
 
 def test_renders_in_headless_chromium(page_html: str, tmp_path: Path) -> None:
