@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -294,3 +295,27 @@ def test_import_without_numba() -> None:
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_concurrent_calls_from_python_threads() -> None:
+    """Kernel launches from several Python threads are serialised (workqueue aborts on concurrent launches)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.polar(torch.rand(64, generator=gen, dtype=torch.float64),
+                    torch.rand(64, generator=gen, dtype=torch.float64))
+    bu = torch.randn(8, 2048, 64, generator=gen, dtype=torch.complex128)
+    x0 = torch.zeros(8, 64, dtype=torch.complex128)
+    expected = compiled.diagonal_recurrence(a, bu, x0)
+    results: list[torch.Tensor] = []
+
+    def work() -> None:
+        for _ in range(5):
+            results.append(compiled.diagonal_recurrence(a, bu, x0))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20
+    for out in results:
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -1,9 +1,10 @@
 """Fast streaming simulation of a trained ``DeepWiener`` model, one sample at a time (control loops).
 
 ``model.stepper()`` runs every block through PyTorch, so each sample pays the Python and dispatch
-overhead of a few dozen small tensor operations (about a millisecond). :func:`fast_stepper` exports the
-model once to flat float64/complex128 numpy arrays and runs a whole sample, or a whole record, in one
-numba-compiled function::
+overhead of a few dozen small tensor operations (a few hundred microseconds). :func:`fast_stepper`
+exports the model once to flat float64/complex128 numpy arrays and runs a whole sample, or a whole
+record, in one numba-compiled function (a few microseconds per ``step`` call, about one per sample in
+``run``; see ``benchmarks/speed``)::
 
     streamer = model.fast_stepper()        # or deepwiener.engines.streaming.fast_stepper(model)
     streamer.init_state()                  # zero state (also the state after construction)
@@ -11,7 +12,7 @@ numba-compiled function::
     y = streamer.run(u)                    # (T, n_u) -> (T, n_y), continues from the current state
     streamer.state                         # the model's state format: one (1, *state_shape) tensor per block
 
-What is exported, per sample (all folded where exact up to rounding)::
+What runs per sample (the scalers are folded into the encoder and decoder, exact up to rounding)::
 
     v   = W_enc' u + b_enc'                          the input scaler folded into the encoder
     block l:  w   = layer_norm(v) or v
@@ -29,7 +30,8 @@ interface around ``model.stepper()``. Dropout is ignored: streaming is inference
 
 Everything runs in float64 whatever the model's dtype, so a float64 model is reproduced to rounding (the
 tests ask 1e-10) and a float32 one to float32 accuracy. Without numba the same kernel runs as plain
-Python: identical results, about a thousand times slower (a warning is logged).
+Python: identical results, about 30 times slower (115 us per sample for the paper model, about the speed
+of ``model.stepper()``; a warning is logged).
 """
 
 from __future__ import annotations
@@ -308,7 +310,7 @@ def _block_params(block: Block) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def export(model: DeepWiener) -> StreamParams:
+def _export(model: DeepWiener) -> StreamParams:
     """The model as flat float64/complex128 arrays for the streaming kernel.
 
     Raises:
@@ -378,7 +380,7 @@ class CompiledStreamer(Streamer):
     def __init__(self, model: DeepWiener, params: StreamParams) -> None:
         super().__init__(model.config.n_u, model.config.n_y)
         self.params = params
-        self._state_shapes = [tuple(block.lti.discretize().state_shape) for block in model.blocks]
+        self._state_shapes = [tuple(x.shape[1:]) for x in model.init_state(1)]
         self._x = np.zeros(params.B.shape[:2], dtype=np.complex128)  # (L, N)
 
     def init_state(self, state: ModelState | None = None) -> None:
@@ -431,10 +433,11 @@ class TorchStreamer(Streamer):
 def fast_stepper(model: DeepWiener) -> Streamer:
     """The fastest streamer for ``model``: compiled when every part is supported, else :class:`TorchStreamer`.
 
-    The export is a snapshot of the current parameters; build a new streamer after training further.
+    For inference: dropout is not applied. The export is a snapshot of the current parameters; build a new
+    streamer after training further. One streamer holds one state: use one per thread.
     """
     try:
-        params = export(model)
+        params = _export(model)
     except _Unsupported as exc:
         logger.info("fast_stepper: %s is not compiled; streaming through model.stepper()", exc)
         return TorchStreamer(model)

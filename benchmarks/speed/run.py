@@ -1,0 +1,404 @@
+"""Speed benchmark: every simulation engine against the plain Python-loop reference, in one process.
+
+    python benchmarks/speed/run.py            # the full run (about 15 minutes on 2 cores)
+    python benchmarks/speed/run.py --quick    # small sizes, to check the script (about a minute)
+
+Cases (float32, the training dtype; ``DeepWiener(1, 1, ...)``):
+
+- ``paper``: the Silverbox model of the paper (LRU, d_model 3, d_state 6, 4 blocks, ELU), batch 30 x 512;
+- ``wide``: LRU, d_model 64, d_state 64, 4 blocks, ELU, batch 16 x 4096;
+- ``simulation``: the paper model over 10^6 samples, batch 1, forward only;
+- ``streaming``: the paper model one sample at a time (``model.fast_stepper().step`` and ``model.stepper()``);
+- ``bandwidth``: the wide model's forward scan (one block's diagonal recurrence) against a memory-bandwidth
+  bound. The scan reads bu and writes X, both (batch, T, n) complex64, so it moves
+  ``bytes = 2 * 8 * batch * T * n`` and cannot take less than ``bytes / copy bandwidth``, the bandwidth
+  measured here by copying a tensor of bu's size into a preallocated one (read + write).
+
+For each training case: one step's forward + MSE loss + backward, and the forward alone under no_grad, for
+each engine ("loop" = the plain recurrence = the reference, "scan", "fft", "compiled") and, where installed,
+the S5 layer of the PyPI package ``s5-pytorch`` in the same stack (encoder, 4 x [S5 -> ELU -> + skip],
+decoder). Engines are timed round-robin (one call of each per round) after a warm-up call; the tables give
+medians and ratios to the loop measured in the same process. Where the loop would take minutes it is timed
+on a prefix and scaled linearly in T (marked).
+
+Environment: unless already set, OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 are set before torch is
+imported. On a shared machine, OpenMP threads that spin-wait make each parallel region wait out a
+scheduler time slice whenever another process holds a core (a 700 kB clone measured 8 ms instead of
+0.03 ms); THP_MEM_ALLOC_ENABLE lets torch back large tensors with huge pages, so a fresh 33 MB output no
+longer costs 8,000 page faults (measured 24 ms -> 5 ms for a clone). Both apply to every engine and are
+recorded in the results. Writes ``benchmarks/results/speed/results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deepwiener.engines import compiled, resolve_mode
+from deepwiener.engines.scan import diagonal_recurrence_scan
+from deepwiener.model import DeepWiener
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
+ENGINES = ("loop", "scan", "fft", "compiled")
+PEER = "s5-pytorch"
+ENV_VARS = ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE", "OMP_NUM_THREADS", "NUMBA_THREADING_LAYER")
+
+PAPER = {"layer": "lru", "d_model": 3, "d_state": 6, "n_layers": 4, "nonlinearity": "elu"}
+WIDE = {"layer": "lru", "d_model": 64, "d_state": 64, "n_layers": 4, "nonlinearity": "elu"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Problem sizes and repeat counts of one run (full or quick)."""
+
+    paper: tuple[int, int] = (30, 512)
+    wide: tuple[int, int] = (16, 4096)
+    simulation: int = 1_000_000
+    loop_prefix: int = 50_000  # samples the loop is timed on in the simulation case
+    stream_fast: int = 20_000  # samples stepped with the fast streamer
+    stream_torch: int = 2_000  # samples stepped with the torch stepper
+    copy_mb: int = 256  # size of the tensor copied to measure the copy bandwidth
+    repeats: int = 5
+    loop_repeats: int = 3
+
+
+QUICK = Sizes(paper=(4, 128), wide=(2, 256), simulation=20_000, loop_prefix=2_000, stream_fast=2_000,
+              stream_torch=200, copy_mb=16, repeats=2, loop_repeats=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+
+
+def time_round_robin(calls: dict[str, Callable[[], object]], repeats: dict[str, int]) -> dict[str, float]:
+    """Median seconds of each call, timed one call of each per round after one warm-up call each.
+
+    Args:
+        calls: name -> zero-argument callable.
+        repeats: name -> timed calls (a name takes part in the first ``repeats[name]`` rounds).
+    """
+    for fn in calls.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(max(repeats.values())):
+        for name, fn in calls.items():
+            if round_ < repeats[name]:
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def train_step(model: nn.Module, u: Tensor, target: Tensor, **kwargs: Any) -> Callable[[], None]:
+    """One training step's forward, MSE loss and backward (the optimiser update is the same for all)."""
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        y, _ = model(u, **kwargs)
+        torch.mean((y - target) ** 2).backward()
+
+    return step
+
+
+def forward_only(model: nn.Module, u: Tensor, **kwargs: Any) -> Callable[[], None]:
+    """The forward pass without autograd."""
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(u, **kwargs)
+
+    return forward
+
+
+# --------------------------------------------------------------------------------------------------
+# The peer package's S5 layer in the same stack
+# --------------------------------------------------------------------------------------------------
+
+
+class PeerStack(nn.Module):
+    """encoder -> n_layers x [s5.S5 -> ELU(eta + b) -> + v] -> decoder, as ``DeepWiener`` with identity skips."""
+
+    def __init__(self, s5_layer: type[nn.Module], d_model: int, d_state: int, n_layers: int) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(1, d_model)
+        self.layers = nn.ModuleList(s5_layer(d_model, state_width=d_state) for _ in range(n_layers))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(d_model)) for _ in range(n_layers))
+        self.decoder = nn.Linear(d_model, 1)
+
+    def forward(self, u: Tensor) -> tuple[Tensor, None]:
+        v = self.encoder(u)
+        for layer, bias in zip(self.layers, self.biases, strict=True):
+            v = nn.functional.elu(layer(v) + bias) + v
+        return self.decoder(v), None
+
+
+def peer_layer() -> tuple[type[nn.Module] | None, str]:
+    """The peer's S5 layer class and a note (its version, or why it is missing)."""
+    try:
+        from importlib.metadata import version
+
+        from s5 import S5
+    except ImportError as exc:
+        return None, f"not installed ({exc}); pip install --no-deps s5-pytorch"
+    return S5, f"s5-pytorch {version('s5-pytorch')} (S5 layer, its associative scan, P = d_state states)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------------------
+
+
+def training_case(config: dict[str, Any], batch: int, steps: int, sizes: Sizes, peer: type[nn.Module] | None
+                  ) -> dict[str, Any]:
+    """Forward+backward and forward-only time of every engine (and the peer) on one model and batch."""
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(batch, steps, 1, generator=gen)
+    target = torch.randn(batch, steps, 1, generator=gen)
+    model = DeepWiener(1, 1, **config)
+    calls_train = {e: train_step(model, u, target, mode=e) for e in ENGINES}
+    calls_fwd = {e: forward_only(model, u, mode=e) for e in ENGINES}
+    if peer is not None:
+        stack = PeerStack(peer, config["d_model"], config["d_state"], config["n_layers"])
+        calls_train[PEER], calls_fwd[PEER] = train_step(stack, u, target), forward_only(stack, u)
+    repeats = {name: sizes.loop_repeats if name == "loop" else sizes.repeats for name in calls_train}
+    train = time_round_robin(calls_train, repeats)
+    fwd = time_round_robin(calls_fwd, repeats)
+    system = model.blocks[0].lti.discretize()
+    return {"config": config, "batch": batch, "steps": steps, "auto": resolve_mode(system, "cpu", "auto"),
+            "train_s": train, "forward_s": fwd,
+            "train_speedup": {k: train["loop"] / v for k, v in train.items()},
+            "forward_speedup": {k: fwd["loop"] / v for k, v in fwd.items()}}
+
+
+def simulation_case(sizes: Sizes, peer: type[nn.Module] | None) -> dict[str, Any]:
+    """Forward-only simulation of the paper model over ``sizes.simulation`` samples, batch 1."""
+    model = DeepWiener(1, 1, **PAPER)
+    u = torch.randn(1, sizes.simulation, 1, generator=torch.Generator().manual_seed(0))
+    streamer = model.fast_stepper()
+    u_np = u[0].numpy()
+    calls = {e: forward_only(model, u, mode=e) for e in ENGINES if e != "loop"}
+    calls["fast_stepper.run"] = lambda: (streamer.init_state(), streamer.run(u_np))
+    if peer is not None:
+        calls[PEER] = forward_only(PeerStack(peer, PAPER["d_model"], PAPER["d_state"], PAPER["n_layers"]), u)
+    times = time_round_robin(calls, dict.fromkeys(calls, max(1, sizes.repeats - 2)))
+    prefix = u[:, : sizes.loop_prefix]
+    loop = time_round_robin({"loop": forward_only(model, prefix, mode="loop")}, {"loop": sizes.loop_repeats})
+    times = {"loop": loop["loop"] * sizes.simulation / sizes.loop_prefix, **times}
+    return {"samples": sizes.simulation, "loop_measured_on": sizes.loop_prefix, "seconds": times,
+            "speedup": {k: times["loop"] / v for k, v in times.items()}}
+
+
+def streaming_case(sizes: Sizes) -> dict[str, Any]:
+    """Microseconds per sample when stepping the paper model one sample at a time from Python."""
+    model = DeepWiener(1, 1, **PAPER).eval()
+    u = np.random.default_rng(0).normal(size=(max(sizes.stream_fast, sizes.stream_torch), 1))
+    streamer = model.fast_stepper()
+    stepper = model.stepper()
+    u_torch = torch.from_numpy(u).float()
+
+    def fast() -> None:
+        streamer.init_state()
+        for k in range(sizes.stream_fast):
+            streamer.step(u[k])
+
+    @torch.no_grad()
+    def reference() -> None:
+        state = stepper.init_state(1)
+        for k in range(sizes.stream_torch):
+            _, state = stepper.step(u_torch[k : k + 1], state)
+
+    times = time_round_robin({"fast": fast, "torch": reference}, {"fast": sizes.repeats, "torch": sizes.repeats})
+    per_sample = {"fast_stepper.step": times["fast"] / sizes.stream_fast * 1e6,
+                  "model.stepper().step": times["torch"] / sizes.stream_torch * 1e6}
+    return {"streamer": type(streamer).__name__, "us_per_sample": per_sample,
+            "speedup": per_sample["model.stepper().step"] / per_sample["fast_stepper.step"]}
+
+
+def bandwidth_case(batch: int, steps: int, sizes: Sizes) -> dict[str, Any]:
+    """The wide model's forward scan (block 0's recurrence on its real input) against the copy bounds.
+
+    Copy bandwidth = 2 * bytes / time of copying a ``sizes.copy_mb`` MB float32 tensor (read + write), into a
+    preallocated tensor (the bound) and into a fresh one (clone: also pays the page faults of its new output,
+    as the scan does).
+    """
+    model = DeepWiener(1, 1, **WIDE)
+    u = torch.randn(batch, steps, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        system = model.blocks[0].lti.discretize()
+        bu = system.drive(model.encoder(model.normalize_input(u))).contiguous()  # (b, T, n) complex64
+    x0 = torch.zeros(batch, bu.shape[-1], dtype=bu.dtype)
+    n_bytes = 2 * bu.element_size() * bu.numel()  # read bu + write X
+    src = torch.randn(sizes.copy_mb * 2**18)  # copy_mb MB of float32
+    dst = torch.empty_like(src)
+    src_np, dst_np = src.numpy(), dst.numpy()
+    copy_bytes = 2 * src.element_size() * src.numel()
+    copies: dict[str, Callable[[], object]] = {
+        "torch copy_ (preallocated)": lambda: dst.copy_(src),
+        "numpy copyto (preallocated)": lambda: np.copyto(dst_np, src_np),
+        "torch clone (allocating)": src.clone,
+    }
+    scans: dict[str, Callable[[], object]] = {
+        "compiled scan": lambda: compiled.diagonal_recurrence(system.lam, bu, x0),
+        "scan engine (torch)": lambda: diagonal_recurrence_scan(system.lam, bu, x0),
+    }
+    with torch.no_grad():
+        times = time_round_robin(copies | scans, dict.fromkeys(copies | scans, 2 * sizes.repeats + 1))
+    bandwidth = {k: copy_bytes / times[k] / 1e9 for k in copies}
+    bound = n_bytes / (max(bandwidth[k] for k in copies if "preallocated" in k) * 1e9)
+    bound_alloc = n_bytes / (bandwidth["torch clone (allocating)"] * 1e9)
+    return {"shape": list(bu.shape), "dtype": str(bu.dtype), "bytes": n_bytes, "copy_bytes": copy_bytes,
+            "formula": "bytes = 2 * 8 * batch * T * n (read bu, write X; complex64); bound = bytes / copy bandwidth",
+            "copy_GBps": bandwidth, "scan_s": {k: times[k] for k in scans}, "bound_s": bound,
+            "bound_allocating_s": bound_alloc, "ratio_to_bound": {k: times[k] / bound for k in scans},
+            "ratio_to_allocating_bound": {k: times[k] / bound_alloc for k in scans}}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on, and under which load."""
+    import numba
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__,
+            "numba": numba.__version__, "numba_threading_layer": numba.threading_layer(),
+            "python": platform.python_version(), "env": {k: os.environ.get(k) for k in ENV_VARS}}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=HERE)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _training_table(name: str, case: dict[str, Any]) -> list[str]:
+    b, t = case["batch"], case["steps"]
+    lines = [f"### {name}: batch {b} x {t} (auto -> {case['auto']})", "",
+             _row(["engine", "fwd+bwd vs loop", "fwd+bwd [ms]", "forward vs loop", "forward [ms]"]),
+             "|---|---:|---:|---:|---:|"]
+    for k in case["train_s"]:
+        lines.append(_row([k, f"{case['train_speedup'][k]:.1f}x", f"{case['train_s'][k] * 1e3:.1f}",
+                           f"{case['forward_speedup'][k]:.1f}x", f"{case['forward_s'][k] * 1e3:.1f}"]))
+    return [*lines, ""]
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for each target of the issue."""
+    paper, wide = result["paper"]["train_speedup"], result["wide"]["train_speedup"]
+    best_paper = max((k for k in paper if k in ENGINES[1:]), key=paper.get)
+    best_wide = max((k for k in wide if k in ENGINES[1:]), key=wide.get)
+    ratio = result["bandwidth"]["ratio_to_bound"]["compiled scan"]
+    ratio_alloc = result["bandwidth"]["ratio_to_allocating_bound"]["compiled scan"]
+    us = result["streaming"]["us_per_sample"]["fast_stepper.step"]
+    return [("paper fwd+bwd >= 20x loop", f"{paper[best_paper]:.1f}x ({best_paper})", paper[best_paper] >= 20),
+            ("wide fwd+bwd >= 10x loop", f"{wide[best_wide]:.1f}x ({best_wide})", wide[best_wide] >= 10),
+            ("wide forward scan <= 3x bandwidth bound", f"{ratio:.2f}x (compiled)", ratio <= 3),
+            ("... bound with a fresh output (clone)", f"{ratio_alloc:.2f}x (compiled)", ratio_alloc <= 3),
+            ("streaming <= 50 us/sample (paper model)", f"{us:.1f} us", us <= 50)]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """results.md: ratios first, absolute times as context, then the machine."""
+    m = result["machine"]
+    lines = ["## Speed", "",
+             f"Commit {result['commit']}; {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
+             f"numba {m['numba']} ({m['numba_threading_layer']} layer), torch {m['torch']}; load average "
+             f"{result['load_average']['start']} at start, {result['load_average']['end']} at end; "
+             f"env {m['env']}. Medians of round-robin repeats; ratios are loop time / engine time in one process.",
+             "", "### Targets", "", _row(["target", "measured", "met"]), "|---|---|---|"]
+    lines += [_row([t, v, "yes" if ok else "**no**"]) for t, v, ok in targets(result)]
+    lines += ["", *_training_table("Paper model (LRU 4 x 3 channels x 6 states, ELU)", result["paper"]),
+              *_training_table("Wide model (LRU 4 x 64 channels x 64 states, ELU)", result["wide"])]
+    sim = result["simulation"]
+    lines += [f"### Simulation: paper model, {sim['samples']:,} samples, batch 1, forward only", "",
+              _row(["engine", "vs loop", "time [s]"]), "|---|---:|---:|"]
+    for k, v in sim["seconds"].items():
+        note = f" (timed on {sim['loop_measured_on']:,} samples, scaled)" if k == "loop" else ""
+        lines.append(_row([k + note, f"{sim['speedup'][k]:.1f}x", f"{v:.2f}"]))
+    st = result["streaming"]
+    lines += ["", "### Streaming: paper model, one sample per call, batch 1", "",
+              _row(["stepper", "us / sample"]), "|---|---:|"]
+    lines += [_row([k, f"{v:.1f}"]) for k, v in st["us_per_sample"].items()]
+    lines += ["", f"fast_stepper ({st['streamer']}) is {st['speedup']:.0f}x faster than model.stepper().", ""]
+    bw = result["bandwidth"]
+    lines += [f"### Memory-bandwidth bound: wide model's forward scan, one block, {tuple(bw['shape'])} {bw['dtype']}",
+              "", f"{bw['formula']} = {bw['bytes'] / 1e6:.1f} MB. Copy bandwidth = 2 x {bw['copy_bytes'] / 2e6:.0f} MB "
+              "/ time of one copy:", "", _row(["copy", "GB/s"]), "|---|---:|"]
+    lines += [_row([k, f"{v:.1f}"]) for k, v in bw["copy_GBps"].items()]
+    lines += ["", f"Bound: {bw['bound_s'] * 1e3:.2f} ms (best preallocated copy); "
+              f"{bw['bound_allocating_s'] * 1e3:.2f} ms with a fresh output (clone).", "",
+              _row(["forward scan", "time [ms]", "vs bound", "vs bound with fresh output"]), "|---|---:|---:|---:|"]
+    ratios, ratios_alloc = bw["ratio_to_bound"], bw["ratio_to_allocating_bound"]
+    lines += [_row([k, f"{v * 1e3:.2f}", f"{ratios[k]:.2f}x", f"{ratios_alloc[k]:.2f}x"])
+              for k, v in bw["scan_s"].items()]
+    lines += ["", f"Peer: {result['peer']}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results/speed)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sizes = QUICK if args.quick else Sizes()
+    out = args.out or RESULTS / ("speed-quick" if args.quick else "speed")
+    if not compiled.available():
+        raise SystemExit("the compiled engine is unavailable: pip install 'deepwiener[fast]'")
+    peer, peer_note = peer_layer()
+    load_start = os.getloadavg()
+    result: dict[str, Any] = {"commit": git_commit(), "peer": peer_note, "sizes": dataclasses.asdict(sizes)}
+    for name, run in (("streaming", lambda: streaming_case(sizes)),
+                      ("paper", lambda: training_case(PAPER, *sizes.paper, sizes, peer)),
+                      ("wide", lambda: training_case(WIDE, *sizes.wide, sizes, peer)),
+                      ("simulation", lambda: simulation_case(sizes, peer)),
+                      ("bandwidth", lambda: bandwidth_case(*sizes.wide, sizes))):
+        start = time.perf_counter()
+        result[name] = run()
+        print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    result["load_average"] = {"start": [round(x, 2) for x in load_start],
+                              "end": [round(x, 2) for x in os.getloadavg()]}
+    result["machine"] = machine()
+    result["targets"] = [{"target": t, "measured": v, "met": ok} for t, v, ok in targets(result)]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
