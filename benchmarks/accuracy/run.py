@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     config_file = HERE / "configs" / f"{args.name}.toml"
     if not config_file.exists():
-        sys.exit(f"no configuration {config_file}; available: {sorted(p.stem for p in (HERE / 'configs').glob('*.toml'))}")
+        names = sorted(p.stem for p in (HERE / "configs").glob("*.toml"))
+        sys.exit(f"no configuration {config_file}; available: {names}")
     runs = [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
     cfg = resolve(config_file)
     data = cfg.data.load()
