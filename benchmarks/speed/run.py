@@ -41,7 +41,7 @@ import dataclasses
 import json
 import platform
 import statistics
-import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +56,9 @@ from deepwiener.engines.scan import diagonal_recurrence_scan
 from deepwiener.model import DeepWiener
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # benchmarks/: shares accuracy/run.py's provenance helpers
+from accuracy.run import git_commit  # noqa: E402
+
 RESULTS = HERE.parent / "results"
 ENGINES = ("loop", "scan", "fft", "compiled")
 PEER = "s5-pytorch"
@@ -287,15 +290,6 @@ def machine() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__,
             "numba": numba.__version__, "numba_threading_layer": numba.threading_layer(),
             "python": platform.python_version(), "env": {k: os.environ.get(k) for k in ENV_VARS}}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=HERE)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
 
 
 def _row(cells: list[str]) -> str:
