@@ -30,3 +30,13 @@ def random_state(layer: LTILayer, batch: int, gen: torch.Generator) -> torch.Ten
     re = torch.randn(zero.shape, generator=gen, dtype=torch.float64)
     im = torch.randn(zero.shape, generator=gen, dtype=torch.float64)
     return torch.complex(re, im).to(zero.dtype)
+
+
+def run_stepper(stepper: object, u: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+    """Feed u: (batch, time, d) one sample at a time through ``stepper.step``; returns (outputs stacked on
+    the time axis, final state)."""
+    outs = []
+    for k in range(u.shape[1]):
+        y_k, state = stepper.step(u[:, k], state)
+        outs.append(y_k)
+    return torch.stack(outs, dim=1), state

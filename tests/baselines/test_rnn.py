@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import run_stepper
 
 from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.data import IOData, fit_scaler, split_validation
@@ -25,11 +26,8 @@ def test_forward_simulate_and_stepper_agree(cell: str) -> None:
     assert [s.shape for s in state] == [(2, 2, 5)] * (2 if cell == "lstm" else 1)
     np.testing.assert_allclose(model.simulate(u[0].numpy()), y[0].detach().numpy(), rtol=1e-12, atol=1e-12)
     stepper = model.stepper()
-    x, outs = stepper.init_state(2), []
-    for k in range(u.shape[1]):
-        y_k, x = stepper.step(u[:, k], x)
-        outs.append(y_k)
-    torch.testing.assert_close(torch.stack(outs, dim=1), y, rtol=1e-12, atol=1e-12)
+    streamed, x = run_stepper(stepper, u, stepper.init_state(2))
+    torch.testing.assert_close(streamed, y, rtol=1e-12, atol=1e-12)
     for a, b in zip(x, state, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     y1, x1 = model(u[:, :11])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import LAYER_NAMES, build_layer, random_state
+from helpers import LAYER_NAMES, build_layer, random_state, run_stepper
 
 from deepwiener.engines import compiled
 
@@ -58,12 +58,8 @@ def test_step_reproduces_loop(name: str) -> None:
     u = torch.randn(2, 50, layer.d_in, generator=gen, dtype=torch.float64)
     x = random_state(layer, 2, gen)
     ref, x_ref = layer(u, x, mode="loop")
-    stepper = layer.stepper()
-    outs = []
-    for k in range(u.shape[1]):
-        eta, x = stepper.step(u[:, k], x)
-        outs.append(eta)
-    torch.testing.assert_close(torch.stack(outs, 1), ref, rtol=1e-12, atol=1e-12)
+    streamed, x = run_stepper(layer.stepper(), u, x)
+    torch.testing.assert_close(streamed, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x, x_ref, rtol=1e-12, atol=1e-12)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import run_stepper
 
 from deepwiener.data import IOData
 from deepwiener.engines import compiled
@@ -224,10 +225,7 @@ def test_deep_wiener_with_s6_trains_and_streams() -> None:
     for mode in modes:
         torch.testing.assert_close(model(u, mode=mode)[0], y, rtol=1e-10, atol=1e-10)
     stepper = model.stepper()
-    x, outs = stepper.init_state(2), []
-    for k in range(u.shape[1]):
-        y_k, x = stepper.step(u[:, k], x)
-        outs.append(y_k)
-    torch.testing.assert_close(torch.stack(outs, dim=1), y, rtol=1e-10, atol=1e-10)
+    streamed, x = run_stepper(stepper, u, stepper.init_state(2))
+    torch.testing.assert_close(streamed, y, rtol=1e-10, atol=1e-10)
     for a, b in zip(x, state, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
