@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepwiener.baselines import best_linear
+from deepwiener.baselines import SummedLinear, best_linear
 from deepwiener.config import resolve
-from deepwiener.data import Benchmark, split_validation
+from deepwiener.data import Benchmark, output_increments, split_validation
 from deepwiener.evaluation import evaluate_all
 from deepwiener.runs import RunDir, train_run
 
@@ -67,13 +67,20 @@ def git_commit() -> str:
         return "unknown"
 
 
-def linear_baseline(data: Benchmark, val_fraction: float) -> dict[str, Any]:
-    """N4SID on the training part, order chosen on the validation tail, evaluated like the deep model."""
+def linear_baseline(data: Benchmark, val_fraction: float, integrator: bool) -> dict[str, Any]:
+    """N4SID on the training part, order chosen on the validation tail, evaluated like the deep model.
+
+    With ``integrator`` (the deep model's ``ModelConfig.integrator``) the linear model is identified on the
+    output's increments and summed, like the deep model.
+    """
     parts = [split_validation(rec, val_fraction) for rec in data.train]
+    if integrator:
+        parts = [(output_increments(fit_part), output_increments(val_part)) for fit_part, val_part in parts]
     model, val_rmse = best_linear([p[0] for p in parts], parts[0][1], orders=(2, 4, 6, 8, 10),
                                   n_skip=data.init_window)
-    return {"model": f"N4SID order {model.n_states}", "val_rmse_by_order": {str(k): v for k, v in val_rmse.items()},
-            "metrics": evaluate_all(model, data)}
+    name = f"N4SID order {model.n_states}" + (" of the increments, summed" if integrator else "")
+    return {"model": name, "val_rmse_by_order": {str(k): v for k, v in val_rmse.items()},
+            "metrics": evaluate_all(SummedLinear(model) if integrator else model, data)}
 
 
 def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | None) -> dict[str, Any]:
@@ -162,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     best = min(runs, key=lambda r: r["best_val_rmse"])
     result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "command": " ".join(sys.argv),
               "machine": machine(), "commit": git_commit(), "runs": runs, "summary": summarize(runs),
-              "best_seed": best["seed"], "linear": linear_baseline(data, cfg.train.val_fraction)}
+              "best_seed": best["seed"], "linear": linear_baseline(data, cfg.train.val_fraction,
+                                                                          bool(cfg.model.get("integrator")))}
     out = RESULTS / args.name
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(RESULTS.parent.parent / best["run"] / "model.dw", out / "best.dw")

@@ -58,7 +58,7 @@ from torch import Tensor
 
 from deepwiener.analysis.reduction import diagonal_from_real
 from deepwiener.baselines.linear import LinearStateSpace, best_linear
-from deepwiener.data import IOData
+from deepwiener.data import IOData, output_increments
 from deepwiener.errors import ConfigError
 from deepwiener.layers import LTILayer
 from deepwiener.model import DeepWiener
@@ -153,14 +153,21 @@ def initialize_linear(
         val: validation records ``(record, start)`` to choose the order on (see :func:`identify_linear`).
         options: identification options.
 
+    A model with an output integrator (``ModelConfig.integrator``) gets the linear model of the output's
+    increments (identified and validated on ``data.output_increments`` of the records), so that its running
+    sum reproduces the linear model's.
+
     Returns:
-        The linear model, whose free-run output the model now reproduces.
+        The linear model, whose free-run output the model now reproduces (its increments, with an integrator).
 
     Raises:
         ConfigError: an unsupported model, or no validation records.
         DataError: too little data for the identification.
     """
     check_linear_init(model)
+    if model.integrates_output:
+        train = [output_increments(rec) for rec in train]
+        val = [(output_increments(rec), start) for rec, start in val]
     linear = identify_linear(train, val, options=options, max_modes=model.config.d_state)
     embed_linear(model, linear)
     return linear

@@ -5,6 +5,11 @@
               v  <- dropout(sigma_l(eta)) + F v       static nonlinearity plus skip (F = I by default)
     y = y_mean + y_std * W_dec v_L                    static linear decoder, d_model -> n_y
 
+With ``integrator=True`` (plants whose output integrates, e.g. a position driven by a force) the decoder gives
+the output's increments and the model sums them, ``y_k = y_{k-1} + y_mean + y_std W_dec v_L[k]`` from
+``y_{-1} = 0``; the scaler then describes the increments (``fit`` sets it from the first differences of the
+training output) and the running sum is one more state, kept in float64.
+
 Each block is a Wiener system with a bypass, so the whole stack is a deep Wiener model (Bonassi et al.,
 "Structured state-space models are deep Wiener models", SYSID 2024). The model owns its scaling, so
 ``forward``, ``step`` and ``simulate`` take and return physical units.
@@ -44,6 +49,7 @@ class ModelConfig(DictConfig):
         norm: "none" or "layer" (LayerNorm before each LTI layer).
         dropout: dropout probability after each nonlinearity.
         skip: "identity" (F = I), "linear" (learned F) or "none".
+        integrator: sum the decoder's output over time (a pure integrator at the output; module docstring).
         dt: sampling time of the data in seconds (set by ``fit``).
         seed: seed of the parameter initialisation.
     """
@@ -59,6 +65,7 @@ class ModelConfig(DictConfig):
     norm: str = "none"
     dropout: float = 0.0
     skip: str = "identity"
+    integrator: bool = False
     dt: float = 1.0
     seed: int = 0
 
@@ -73,6 +80,8 @@ class ModelConfig(DictConfig):
             raise unknown_name("skip", self.skip, SKIPS)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.integrator, bool):
+            raise ConfigError(f"integrator must be true or false, got {self.integrator!r}")
         check_sampling_time(self.dt)
         layer_class(self.layer).Options.from_dict(dict(self.layer_options))
 
@@ -135,9 +144,46 @@ class DeepWiener(ScaledSimulator):
         options = config.to_dict()
         return cls(options.pop("n_u"), options.pop("n_y"), **options)
 
+    @property
+    def integrates_output(self) -> bool:
+        """Whether the output is the running sum of the decoder's output (``ModelConfig.integrator``)."""
+        return self.config.integrator
+
     def init_state(self, batch: int) -> ModelState:
-        """Zero state: one (batch, *state_shape) complex tensor per block."""
-        return tuple(block.lti.init_state(batch) for block in self.blocks)
+        """Zero state: one (batch, *state_shape) complex tensor per block, then, with an integrator, the
+        running output sum (batch, n_y) float64."""
+        blocks = tuple(block.lti.init_state(batch) for block in self.blocks)
+        return blocks + (self.zero_sum(batch),) if self.integrates_output else blocks
+
+    def zero_sum(self, batch: int) -> Tensor:
+        """The integrator's zero state: (batch, n_y) float64."""
+        return torch.zeros(batch, self.config.n_y, dtype=torch.float64, device=self.u_mean.device)
+
+    def split_state(self, state: ModelState | None, batch: int) -> tuple[tuple[Tensor | None, ...], Tensor | None]:
+        """(block states, integrator sum or None) of a model state; None gives zeros."""
+        n_blocks = len(self.blocks)
+        if state is None:
+            return (None,) * n_blocks, self.zero_sum(batch) if self.integrates_output else None
+        expected = n_blocks + int(self.integrates_output)
+        if len(state) != expected:
+            what = "one per block and the integrator's sum" if self.integrates_output else "one per block"
+            raise DataError(f"state must hold {expected} tensors ({what}), got {len(state)}")
+        return tuple(state[:n_blocks]), state[n_blocks] if self.integrates_output else None
+
+    def integrate(self, increments: Tensor, total: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The output from the decoder's physical output: itself, or its running sum after ``total``.
+
+        Args:
+            increments: (batch, time, n_y) physical units.
+            total: (batch, n_y) float64 sum so far (the integrator's state), or None without integrator.
+
+        Returns:
+            y: (batch, time, n_y) in the dtype of ``increments``, and the new sum (or None).
+        """
+        if total is None:
+            return increments, None
+        sums = total[:, None, :] + torch.cumsum(increments.double(), dim=1)
+        return sums.to(increments.dtype), sums[:, -1]
 
     def forward(
         self, u: Tensor, state: ModelState | None = None, mode: str = "auto"
@@ -146,7 +192,7 @@ class DeepWiener(ScaledSimulator):
 
         Args:
             u: (batch, time, n_u) real, physical units.
-            state: one complex tensor per block (``init_state``); zeros if None.
+            state: the model's state (``init_state``); zeros if None.
             mode: simulation engine ("auto", "loop", "scan", "fft", "compiled").
 
         Returns:
@@ -154,14 +200,13 @@ class DeepWiener(ScaledSimulator):
         """
         self.check_input(u)
         v = self.encoder(self.normalize_input(u))
-        states = state if state is not None else (None,) * len(self.blocks)
-        if len(states) != len(self.blocks):
-            raise DataError(f"state must hold {len(self.blocks)} tensors (one per block), got {len(states)}")
+        states, total = self.split_state(state, u.shape[0])
         finals = []
         for block, x0 in zip(self.blocks, states, strict=True):
             v, x = block(v, x0, mode)
             finals.append(x)
-        return self.denormalize_output(self.decoder(v)), tuple(finals)
+        y, total = self.integrate(self.denormalize_output(self.decoder(v)), total)
+        return y, tuple(finals) + ((total,) if total is not None else ())
 
     def stepper(self) -> ModelStepper:
         """A one-sample-at-a-time simulator with every block discretised once."""
@@ -175,7 +220,8 @@ class DeepWiener(ScaledSimulator):
 class ModelStepper:
     """Streaming simulation of a ``DeepWiener`` model: every block's system is discretised once.
 
-    ``step(u_k, state)`` runs the encoder, each block's one-step update and nonlinearity, and the decoder.
+    ``step(u_k, state)`` runs the encoder, each block's one-step update and nonlinearity, the decoder and, with
+    an integrator, the running sum.
     """
 
     def __init__(self, model: DeepWiener) -> None:
@@ -183,16 +229,19 @@ class ModelStepper:
         self.steppers = [block.lti.stepper() for block in model.blocks]
 
     def init_state(self, batch: int) -> ModelState:
-        """Zero state, one tensor per block."""
-        return tuple(s.init_state(batch) for s in self.steppers)
+        """Zero state, in the model's format (``DeepWiener.init_state``)."""
+        blocks = tuple(s.init_state(batch) for s in self.steppers)
+        return blocks + (self.model.zero_sum(batch),) if self.model.integrates_output else blocks
 
     def step(self, u_k: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
         m = self.model
+        states, total = m.split_state(state, u_k.shape[0])
         v = m.encoder(m.normalize_input(u_k))
         finals = []
-        for block, stepper, x in zip(m.blocks, self.steppers, state, strict=True):
+        for block, stepper, x in zip(m.blocks, self.steppers, states, strict=True):
             eta, x_next = stepper.step(block.norm(v), x)
             v = block.dropout(block.sigma(eta)) + block.bypass(v)
             finals.append(x_next)
-        return m.denormalize_output(m.decoder(v)), tuple(finals)
+        y, total = m.integrate(m.denormalize_output(m.decoder(v))[:, None], total)
+        return y[:, 0], tuple(finals) + ((total,) if total is not None else ())

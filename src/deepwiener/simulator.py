@@ -97,6 +97,11 @@ class ScaledSimulator(nn.Module, abc.ABC):
         return self.config.dt
 
     @property
+    def integrates_output(self) -> bool:
+        """Whether the model sums its decoder's output over time (then the scaler describes the increments)."""
+        return False
+
+    @property
     def n_parameters(self) -> int:
         """Number of learnable real scalars."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

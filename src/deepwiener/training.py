@@ -283,9 +283,10 @@ def fit(
     train_parts, val_parts = _split(records, val, config)
     _check_records_dt([v.data for v in val_parts], records[0])
     model.with_dt(records[0].dt)
-    model.set_scaler(*fit_scaler(train_parts))
+    model.set_scaler(*fit_scaler(train_parts, increments=model.integrates_output))
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     device = torch.device(config.device)
+    loss_scale = torch.as_tensor(fit_scaler(train_parts).y_std, dtype=dtype, device=device)  # (n_y,)
     model.to(device=device, dtype=dtype)
     if config.init == "linear":
         initialize_linear(model, train_parts, val_parts)
@@ -294,13 +295,14 @@ def fit(
     y_win = torch.as_tensor(y_np, dtype=dtype, device=device)  # (n_win, window, n_y)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _train_loop(model, u_win, y_win, val_parts, config, checkpoint, on_epoch)
+        return _train_loop(model, u_win, y_win, loss_scale, val_parts, config, checkpoint, on_epoch)
 
 
 def _train_loop(
     model: DeepWiener,
     u_win: Tensor,
     y_win: Tensor,
+    loss_scale: Tensor,
     val_parts: list[ValidationRecord],
     config: TrainConfig,
     checkpoint: str | Path | None,
@@ -333,7 +335,7 @@ def _train_loop(
         losses = []
         for i in range(n_batches):
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size].to(u_win.device)
-            losses.append(_train_step(model, optimizer, u_win[idx], y_win[idx], config))
+            losses.append(_train_step(model, optimizer, u_win[idx], y_win[idx], loss_scale, config))
         train_loss = float(np.mean(losses))
         if not math.isfinite(train_loss):
             raise DataError(f"training diverged at epoch {epoch}: the loss is {train_loss} (lower the lr?)")
@@ -371,12 +373,21 @@ def _train_loop(
                      state["elapsed"], stopped)
 
 
-def _train_step(model: DeepWiener, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor,
+def _train_step(model: DeepWiener, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor, scale: Tensor,
                 config: TrainConfig) -> float:
-    """One optimisation step on a batch u: (batch, window, n_u), y: (batch, window, n_y); returns the NMSE."""
+    """One optimisation step on a batch u: (batch, window, n_u), y: (batch, window, n_y); returns the NMSE.
+
+    The errors after the washout are divided by ``scale`` (n_y,), the training output's std. A model with an
+    output integrator starts each window at 0, not at the measured output, and integrates whatever it gets
+    wrong while its states warm up; so both outputs are taken relative to their value at the end of the
+    washout (the integrator's offset and the washout's drift cancel).
+    """
     optimizer.zero_grad(set_to_none=True)
     y_hat, _ = model(u, mode=config.mode)
-    err = (y_hat - y)[:, config.washout :] / model.y_std
+    if model.integrates_output:
+        anchor = max(config.washout - 1, 0)
+        y_hat, y = y_hat - y_hat[:, anchor : anchor + 1], y - y[:, anchor : anchor + 1]
+    err = (y_hat - y)[:, config.washout :] / scale
     loss = err.pow(2).mean()
     loss.backward()
     if config.grad_clip is not None:

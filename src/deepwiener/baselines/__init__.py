@@ -4,6 +4,7 @@ simulation models (``RNNModel``, trained by ``fit`` like ``DeepWiener``)."""
 from deepwiener.baselines.linear import (
     IORecord,
     LinearStateSpace,
+    SummedLinear,
     best_linear,
     fit_arx,
     fit_fir,
@@ -17,6 +18,7 @@ __all__ = [
     "LinearStateSpace",
     "RNNConfig",
     "RNNModel",
+    "SummedLinear",
     "best_linear",
     "fit_arx",
     "fit_fir",

@@ -210,6 +210,29 @@ class LinearStateSpace:
         return self.y_mean + self.y_std * yn
 
 
+@dataclass(frozen=True, eq=False)
+class SummedLinear:
+    """A linear model of an output's increments, summed: the linear baseline of a plant with an output integrator.
+
+    ``simulate(u)`` is the running sum of ``increments.simulate(u)`` (``y_k = sum_{j <= k} dy_j``, from 0), the
+    counterpart of ``ModelConfig.integrator``; identify ``increments`` on ``data.output_increments`` records.
+
+    Attributes:
+        increments: the linear model of the increments, in physical units.
+    """
+
+    increments: LinearStateSpace
+
+    @property
+    def dt(self) -> float:
+        """Sampling time in seconds."""
+        return self.increments.dt
+
+    def simulate(self, u: np.ndarray) -> np.ndarray:
+        """u: (T, n_u) (or (T,) when n_u = 1) -> y: (T, n_y), the running sum of the increments model's output."""
+        return np.cumsum(self.increments.simulate(u), axis=0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # validation and scaling
 

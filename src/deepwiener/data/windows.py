@@ -6,6 +6,7 @@ leak training samples into validation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -91,13 +92,15 @@ def make_windows(datas: Sequence[IOData] | IOData, window: int, stride: int) -> 
     return np.concatenate(us), np.concatenate(ys)
 
 
-def fit_scaler(datas: Sequence[IOData] | IOData) -> ScalerStats:
+def fit_scaler(datas: Sequence[IOData] | IOData, increments: bool = False) -> ScalerStats:
     """Per-channel mean and standard deviation over all samples of all records.
 
     A (near-)constant channel gets std 1, so normalising it never divides by zero.
 
     Args:
         datas: the (training) records; all must have the same n_u and n_y.
+        increments: describe the output's increments (:func:`output_increments`) instead of the output, with
+            mean 0 (a model with an output integrator: a nonzero mean increment would be a built-in drift).
 
     Returns:
         ScalerStats ``(u_mean (n_u,), u_std (n_u,), y_mean (n_y,), y_std (n_y,))``, unpackable as a tuple.
@@ -107,8 +110,22 @@ def fit_scaler(datas: Sequence[IOData] | IOData) -> ScalerStats:
     """
     records = _as_records(datas)
     u_mean, u_std = _mean_std(np.concatenate([d.u for d in records]))
-    y_mean, y_std = _mean_std(np.concatenate([d.y for d in records]))
-    return ScalerStats(u_mean, u_std, y_mean, y_std)
+    y_mean, y_std = _mean_std(np.concatenate([(output_increments(d) if increments else d).y for d in records]))
+    return ScalerStats(u_mean, u_std, np.zeros_like(y_mean) if increments else y_mean, y_std)
+
+
+def output_increments(data: IOData) -> IOData:
+    """The record with its output replaced by the output's increments ``y_k - y_{k-1}``, from ``y_{-1} = 0``.
+
+    Their running sum is the output again: what a model with an output integrator learns (``ModelConfig``).
+
+    Args:
+        data: u: (T, n_u), y: (T, n_y).
+
+    Returns:
+        The same record (u, dt, names, units) with y: (T, n_y) increments.
+    """
+    return dataclasses.replace(data, y=np.diff(data.y, axis=0, prepend=np.zeros((1, data.n_y))))
 
 
 def _as_records(datas: Sequence[IOData] | IOData) -> list[IOData]:

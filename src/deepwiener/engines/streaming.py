@@ -10,7 +10,7 @@ record, in one numba-compiled function (a few microseconds per ``step`` call, ab
     streamer.init_state()                  # zero state (also the state after construction)
     y_k = streamer.step(u_k)               # (n_u,) -> (n_y,), physical units, numpy float64
     y = streamer.run(u)                    # (T, n_u) -> (T, n_y), continues from the current state
-    streamer.state                         # the model's state format: one (1, *state_shape) tensor per block
+    streamer.state                         # the model's state format (DeepWiener.init_state, batch 1)
 
 What runs per sample (the scalers are folded into the encoder and decoder, exact up to rounding)::
 
@@ -20,6 +20,7 @@ What runs per sample (the scalers are folded into the encoder and decoder, exact
               x <- A x + B w ; eta = Re(C x) + D w  (readout "next": update, then read)
               v   = sigma(eta + b) + F v             F = I, a matrix, or 0 (skip "none")
     y   = W_dec' v + b_dec'                          the output scaler folded into the decoder
+    y   = y_sum <- y_sum + y                         with an output integrator (ModelConfig.integrator)
 
 ``A`` is block diagonal in the layer's own coordinates (so ``state`` interoperates with ``model.forward``):
 1 x 1 blocks (the eigenvalues) for diagonal systems (LRU, S5, S4D), one dense n x n block per channel for
@@ -342,12 +343,12 @@ class Streamer(abc.ABC):
 
     @abc.abstractmethod
     def init_state(self, state: ModelState | None = None) -> None:
-        """Reset the state: zeros, or ``state`` in the model's format (one (1, *state_shape) tensor per block)."""
+        """Reset the state: zeros, or ``state`` in the model's format (``DeepWiener.init_state``, batch 1)."""
 
     @property
     @abc.abstractmethod
     def state(self) -> ModelState:
-        """The current state in the model's format: one (1, *state_shape) complex tensor per block."""
+        """The current state in the model's format (``DeepWiener.init_state``, batch 1)."""
 
     @abc.abstractmethod
     def _advance(self, u: np.ndarray) -> np.ndarray:
@@ -380,27 +381,43 @@ class CompiledStreamer(Streamer):
     def __init__(self, model: DeepWiener, params: StreamParams) -> None:
         super().__init__(model.config.n_u, model.config.n_y)
         self.params = params
-        self._state_shapes = [tuple(x.shape[1:]) for x in model.init_state(1)]
+        self._state_shapes = [tuple(block.lti.init_state(1).shape[1:]) for block in model.blocks]
         self._x = np.zeros(params.B.shape[:2], dtype=np.complex128)  # (L, N)
+        self._total = np.zeros(self.n_y) if model.integrates_output else None  # the output integrator's sum
 
     def init_state(self, state: ModelState | None = None) -> None:
         if state is None:
             self._x[:] = 0
+            if self._total is not None:
+                self._total[:] = 0
             return
-        if len(state) != len(self._state_shapes):
-            raise DataError(f"state must hold {len(self._state_shapes)} tensors (one per block), got {len(state)}")
-        for layer, (x, shape) in enumerate(zip(state, self._state_shapes, strict=True)):
+        n_blocks = len(self._state_shapes)
+        expected = n_blocks + int(self._total is not None)
+        if len(state) != expected:
+            what = "one per block" + (" and the integrator's sum" if self._total is not None else "")
+            raise DataError(f"state must hold {expected} tensors ({what}), got {len(state)}")
+        for layer, (x, shape) in enumerate(zip(state[:n_blocks], self._state_shapes, strict=True)):
             if tuple(x.shape) != (1, *shape):
                 raise DataError(f"state {layer} must have shape {(1, *shape)}, got {tuple(x.shape)}")
             self._x[layer] = _np(x, np.complex128).reshape(-1)
+        if self._total is not None:
+            if tuple(state[-1].shape) != (1, self.n_y):
+                raise DataError(f"the integrator's sum must have shape (1, {self.n_y}), got {tuple(state[-1].shape)}")
+            self._total[:] = _np(state[-1]).reshape(-1)
 
     @property
     def state(self) -> ModelState:
-        return tuple(torch.from_numpy(x.copy()).reshape(1, *shape) for x, shape in zip(self._x, self._state_shapes,
-                                                                                         strict=True))
+        blocks = tuple(torch.from_numpy(x.copy()).reshape(1, *shape)
+                       for x, shape in zip(self._x, self._state_shapes, strict=True))
+        return blocks if self._total is None else blocks + (torch.from_numpy(self._total.copy())[None],)
 
     def _advance(self, u: np.ndarray) -> np.ndarray:
-        return _run(u, self._x, *self.params)
+        y = _run(u, self._x, *self.params)
+        if self._total is None:
+            return y
+        y = self._total + np.cumsum(y, axis=0)
+        self._total[:] = y[-1]
+        return y
 
 
 class TorchStreamer(Streamer):
