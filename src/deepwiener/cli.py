@@ -133,6 +133,9 @@ def train(
     n_layers: Annotated[int | None, typer.Option(help="Number of blocks.")] = None,
     nonlinearity: Annotated[str | None, typer.Option(help="Static map, e.g. gelu, tanh, poly.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Width of each recurrent layer (lstm, gru).")] = None,
+    integrator: Annotated[bool | None, typer.Option(
+        "--integrator/--no-integrator",
+        help="Sum the model's output over time (plants with a pure integrator, e.g. a position).")] = None,
     init: Annotated[str | None, typer.Option(
         help="Initialisation: random, or linear (start as the best linear model of the data).")] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
@@ -148,7 +151,8 @@ def train(
     cfg = config_mod.resolve(config, {
         "data": _data_flags(benchmark, csv, u, y, dt, init_window),
         "model": {"kind": model_kind, "layer": layer, "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
-                  "nonlinearity": nonlinearity, "hidden": hidden, "seed": None if model_kind == "linear" else seed},
+                  "nonlinearity": nonlinearity, "hidden": hidden, "integrator": integrator,
+                  "seed": None if model_kind == "linear" else seed},
         "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed, "init": init},
     })
     data = cfg.data.load()

@@ -111,3 +111,22 @@ def test_simulate_writes_named_columns_without_model_names(csv_run: Path, tmp_pa
     result = run_cli(["simulate", csv_run, "--csv", path, "--u", "drive", "--time", "t", "--out", tmp_path / "o.csv"])
     assert result.code == 0, result.err
     assert len((tmp_path / "o.csv").read_text().splitlines()) == 201
+
+
+def test_integrator_flag_trains_an_integrating_model(cli_env: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text("[model]\nd_model = 4\nd_state = 4\nn_layers = 1\n"
+                      "[train]\nwindow = 256\nwashout = 20\nstride = 256\nbatch_size = 128\n")
+    out = tmp_path / "emps"
+    train = run_cli(["train", "--benchmark", "emps", "--integrator", "--epochs", 1, "--config", config, "--out", out])
+    assert train.code == 0, train.err
+    assert "integrator = true" in (out / "config.toml").read_text()
+    model = dw.load(out / "model.dw")
+    assert model.integrates_output
+    test = dw.load_benchmark("emps").tests["test"]
+    rmse_mm = 1000 * float(dw.rmse(test.y[20:], model.simulate(test.u)[20:]))
+    assert json.loads((out / "metrics.json").read_text())["test"]["rmse"] == pytest.approx(rmse_mm, rel=1e-9)
+
+    refused = run_cli(["train", "--benchmark", "emps", "--model", "lstm", "--integrator", "--epochs", 1,
+                       "--out", tmp_path / "lstm"])
+    assert refused.code == 2 and "integrator" in refused.err
