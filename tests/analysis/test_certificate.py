@@ -119,3 +119,17 @@ def test_no_skip_and_non_lti_blocks() -> None:
     cert = certificate(model)
     assert cert.blocks[0].status == "unknown" and cert.status == "unknown" and not cert.holds
     assert "not LTI" in cert.blocks[0].summary()[0]
+
+
+def test_an_output_integrator_is_not_certified_but_its_increments_are() -> None:
+    model = small_model(integrator=True)
+    cert = certificate(model)
+    assert cert.status == "global" and not cert.holds and cert.to_dict()["integrator"]
+    assert any("NOT delta-ISS from u to y" in line for line in cert.summary())
+    u_a = np.zeros((400, 1))
+    u_b = u_a.copy()
+    u_b[:10] = 1.0  # a brief input difference: the increments forget it, the summed output does not
+    dy = model.simulate(u_b) - model.simulate(u_a)
+    increments = np.diff(dy, axis=0, prepend=0.0)
+    assert np.linalg.norm(increments) <= cert.gain_bound * np.linalg.norm(u_b - u_a)
+    assert abs(dy[-1, 0]) > 10 * abs(increments[-1, 0])

@@ -14,6 +14,10 @@ D, the H-infinity norm of the LTI part (its l2 gain, exact for a linear map), th
 (from ||sigma(a) - sigma(b)||_l2 <= L_sigma ||a - b||_l2 for a memoryless map). The model's incremental l2
 gain from u to y in physical units is then at most max|y_std| ||W_dec|| prod(gamma_block) ||W_enc|| / min|u_std|.
 
+A model with an output integrator (``ModelConfig.integrator``) sums its decoder's output: the certificate then
+covers the map from u to the increments of y, and y itself is not delta-ISS (a pure integrator, a pole at
+z = 1, keeps every difference of its input's past): ``holds`` is False and the summary says so.
+
 Status, worst first: "failed" (a block not Schur: no certificate), "unknown" (a block that is not LTI, or a
 normalisation without a known constant: the argument does not apply), "local" (a nonlinearity only locally
 Lipschitz, such as poly with a nonzero quadratic/cubic term or glu: delta-ISS holds on bounded sets; with data
@@ -124,6 +128,7 @@ class Certificate:
         input_scale: max 1 / |u_std| (physical input -> normalised).
         output_scale: max |y_std| (normalised output -> physical).
         data: name of the record whose ranges gave the local constants (None without data).
+        integrator: the model sums its output (the numbers then describe u -> increments of y).
     """
 
     blocks: tuple[BlockCertificate, ...]
@@ -132,6 +137,7 @@ class Certificate:
     input_scale: float
     output_scale: float
     data: str | None = None
+    integrator: bool = False
 
     @property
     def status(self) -> Status:
@@ -140,12 +146,14 @@ class Certificate:
 
     @property
     def holds(self) -> bool:
-        """True when delta-ISS is certified, globally or on bounded sets ("global" or "local")."""
-        return self.status in ("global", "local")
+        """True when delta-ISS of u -> y is certified, globally or on bounded sets ("global" or "local"); never
+        with an output integrator."""
+        return self.status in ("global", "local") and not self.integrator
 
     @cached_property
     def gain_bound(self) -> float | None:
-        """Bound on the model's incremental l2 gain u -> y in physical units (None if a factor is missing)."""
+        """Bound on the model's incremental l2 gain u -> y (u -> increments of y with an output integrator) in
+        physical units (None if a factor is missing)."""
         gains = [b.gain_bound for b in self.blocks]
         if any(g is None for g in gains):
             return None
@@ -162,6 +170,7 @@ class Certificate:
             "input_scale": self.input_scale,
             "output_scale": self.output_scale,
             "data": self.data,
+            "integrator": self.integrator,
             "blocks": [b.to_dict() for b in self.blocks],
         }
 
@@ -174,9 +183,14 @@ class Certificate:
             "failed": "NOT certified: some block is not Schur stable",
         }[self.status]
         lines = [f"stability certificate [{self.status}]: {verdict}"]
+        target = "y"
+        if self.integrator:
+            target = "increments of y"
+            lines.append("NOT delta-ISS from u to y: the model sums its output (a pure integrator, pole at z = 1); "
+                         "the certificate covers u -> increments of y")
         if self.gain_bound is not None:
             scope = f" (on the range seen on {self.data!r})" if self.status == "local" else ""
-            lines.append(f"incremental l2 gain u -> y <= {self.gain_bound:.4g} in physical units{scope}")
+            lines.append(f"incremental l2 gain u -> {target} <= {self.gain_bound:.4g} in physical units{scope}")
         lines.append(
             f"encoder ||W|| = {self.encoder_norm:.4g}, decoder ||W|| = {self.decoder_norm:.4g}, "
             f"input scale {self.input_scale:.4g}, output scale {self.output_scale:.4g}"
@@ -315,4 +329,5 @@ def certificate(model: DeepWiener, data: IOData | None = None) -> Certificate:
         input_scale=float((1.0 / model.u_std.double().abs()).max()),
         output_scale=float(model.y_std.double().abs().max()),
         data=None if data is None else data.name,
+        integrator=model.integrates_output,
     )
