@@ -4,6 +4,7 @@ One command per benchmark (configuration in ``configs/<name>.toml``)::
 
     python benchmarks/accuracy/run.py silverbox                      # headline configuration, seed 0
     python benchmarks/accuracy/run.py silverbox-paper-lru --seeds 0 1 2
+    python benchmarks/accuracy/run.py silverbox --seeds 0 1 --jobs 2 --threads 1   # two seeds at once, 2 cores
 
 For each seed it trains through the same code path as ``deepwiener train`` (a run directory under
 ``benchmarks/results/<name>/runs/seed<k>``, not committed), evaluates on every official test set with the
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -150,20 +154,35 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` torch threads in this process (None: torch's choice)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="configuration name: configs/<name>.toml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--max-minutes", type=float, default=None, help="override the training budget")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per seed (default: torch's choice)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each in its own process")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.jobs < 1:
+        sys.exit(f"--jobs must be >= 1, got {args.jobs}")
+    set_threads(args.threads)
     config_file = HERE / "configs" / f"{args.name}.toml"
     if not config_file.exists():
         names = sorted(p.stem for p in (HERE / "configs").glob("*.toml"))
         sys.exit(f"no configuration {config_file}; available: {names}")
-    runs = [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
+    if args.jobs == 1:
+        runs = [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=set_threads,
+                                 initargs=(args.threads,)) as pool:
+            runs = list(pool.map(train_seed, repeat(args.name), repeat(config_file), args.seeds,
+                                 repeat(args.max_minutes)))
     cfg = resolve(config_file)
     data = cfg.data.load()
     best = min(runs, key=lambda r: r["best_val_rmse"])
