@@ -13,8 +13,10 @@ Read top to bottom:
    stopping on the validation simulation error, and a resume checkpoint written every epoch.
 6. Restore the parameters of the best validation epoch.
 
-The loss is the mean squared simulation error divided by the output variance (NMSE), so outputs in
-different units weigh alike. Validation is a free-run simulation from the zero state, reported as RMSE in
+The loss is the mean squared simulation error divided by the training output's variance (NMSE), so outputs
+in different units weigh alike. A model with an output integrator (``ModelConfig.integrator``) is normalised
+by the statistics of the output's increments and scored on its output relative to the end of each window's
+washout (``_train_step``). Validation is a free-run simulation from the zero state, reported as RMSE in
 physical units: a held-out tail is scored after simulating its whole record (the training head, inputs only,
 warms the state up, as a test record's initialisation window would); given validation records are scored
 after the washout.
