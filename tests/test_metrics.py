@@ -90,8 +90,8 @@ def test_bad_inputs(metric: object) -> None:
         ((good, np.zeros((10, 3))), "same shape"),
         ((nan, good), r"y has 1 non-finite .*time index 4, channel 1"),
         ((good, inf), r"y_hat has 1 non-finite .*time index 7, channel 0"),
-        ((np.zeros((2, 2, 2)), np.zeros((2, 2, 2))), r"y must be a non-empty \(T,\) or \(T, n_y\) array"),
-        ((np.zeros(0), np.zeros(0)), "non-empty"),
+        ((np.zeros((2, 2, 2)), np.zeros((2, 2, 2))), r"y must be 1-D \(T,\) or 2-D \(T, n_y\); got shape"),
+        ((np.zeros(0), np.zeros(0)), "y is empty"),
         ((["a", "b"], [1.0, 2.0]), "y must be numeric"),
         (([1.0, 2.0], np.array([1j, 2.0])), "y_hat must be real"),
     ]

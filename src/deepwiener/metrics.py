@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepwiener.errors import DataError
+from deepwiener.signals import as_signal
 
 
 def rmse(y: np.ndarray, y_hat: np.ndarray) -> float | np.ndarray:
@@ -93,31 +94,12 @@ def r2(y: np.ndarray, y_hat: np.ndarray) -> float | np.ndarray:
 
 def _prepare(y: np.ndarray, y_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate and return ``(y (T, n), y - y_hat (T, n))`` as float64."""
-    y2 = _as_2d(y, "y")
-    y_hat2 = _as_2d(y_hat, "y_hat")
+    y2 = as_signal(y, "y", "n_y")
+    y_hat2 = as_signal(y_hat, "y_hat", "n_y")
     if y2.shape != y_hat2.shape:
         raise DataError(f"y and y_hat must have the same shape; got y {np.shape(y)} and y_hat "
                         f"{np.shape(y_hat)}")
     return y2, y2 - y_hat2
-
-
-def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
-    if np.iscomplexobj(x):
-        raise DataError(f"{name} must be real; got complex values")
-    try:
-        array = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} must be numeric: {exc}") from exc
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2 or array.size == 0:
-        raise DataError(f"{name} must be a non-empty (T,) or (T, n_y) array; got shape {array.shape}")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DataError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf); the first is at time "
-                        f"index {row}, channel {col}")
-    return array
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from deepwiener.errors import DataError
+from deepwiener.signals import as_signal
 
 DT_RTOL = 1e-3
 """Relative tolerance of sampling-time comparisons (EMPS train and test dt differ by 1.6e-5 relative)."""
@@ -117,25 +118,7 @@ def _label(name: str) -> str:
 
 def _as_record(values: object, field: str, width: str, name: str) -> np.ndarray:
     """Validate one record and return it as a read-only (T, width) float64 copy."""
-    if np.iscomplexobj(values):
-        raise DataError(f"{_label(name)}: field {field!r} must be real; got complex values")
-    try:
-        array = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{_label(name)}: field {field!r} must be numeric: {exc}") from exc
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2:
-        raise DataError(f"{_label(name)}: field {field!r} must be 1-D (T,) or 2-D (T, {width}); got shape "
-                        f"{array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise DataError(f"{_label(name)}: field {field!r} is empty (shape {array.shape}); expected at least "
-                        f"one sample and one channel")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise DataError(f"{_label(name)}: field {field!r} has {int(bad.sum())} non-finite value(s) (NaN or "
-                        f"inf); the first is at time index {row}, channel {col}")
+    array = as_signal(values, f"{_label(name)}: field {field!r}", width)
     array.flags.writeable = False
     return array
 
