@@ -18,20 +18,41 @@ Each block is a Wiener system with a bypass, so the whole stack is a deep Wiener
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from deepwiener.engines import streaming
 from deepwiener.errors import ConfigError, DataError, unknown_name
 from deepwiener.layers import LTILayer, layer_class, make_layer
 from deepwiener.nonlinearities import NONLINEARITIES, Nonlinearity, make_nonlinearity
 from deepwiener.simulator import DictConfig, ScaledSimulator, check_positive_ints, check_sampling_time
 
+if TYPE_CHECKING:
+    from deepwiener.engines.streaming import Streamer
+
 NORMS: tuple[str, ...] = ("none", "layer")
 SKIPS: tuple[str, ...] = ("identity", "linear", "none")
 ModelState = tuple[Tensor, ...]
+
+
+def split_model_state(state: ModelState, n_blocks: int, integrator: bool) -> tuple[ModelState, Tensor | None]:
+    """(block states, integrator sum or None) of a model state: one tensor per block, then the sum if any.
+
+    Raises:
+        DataError: a state with another number of tensors.
+    """
+    expected = n_blocks + int(integrator)
+    if len(state) != expected:
+        what = "one per block and the integrator's sum" if integrator else "one per block"
+        raise DataError(f"state must hold {expected} tensors ({what}), got {len(state)}")
+    return tuple(state[:n_blocks]), state[n_blocks] if integrator else None
+
+
+def join_state(blocks: Sequence[Tensor], total: Tensor | None) -> ModelState:
+    """The inverse of :func:`split_model_state`: the block states, then the integrator's sum if any."""
+    return (*blocks, total) if total is not None else tuple(blocks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +174,7 @@ class DeepWiener(ScaledSimulator):
         """Zero state: one (batch, *state_shape) complex tensor per block, then, with an integrator, the
         running output sum (batch, n_y) float64."""
         blocks = tuple(block.lti.init_state(batch) for block in self.blocks)
-        return blocks + (self.zero_sum(batch),) if self.integrates_output else blocks
+        return join_state(blocks, self.zero_sum(batch) if self.integrates_output else None)
 
     def zero_sum(self, batch: int) -> Tensor:
         """The integrator's zero state: (batch, n_y) float64."""
@@ -161,14 +182,9 @@ class DeepWiener(ScaledSimulator):
 
     def split_state(self, state: ModelState | None, batch: int) -> tuple[tuple[Tensor | None, ...], Tensor | None]:
         """(block states, integrator sum or None) of a model state; None gives zeros."""
-        n_blocks = len(self.blocks)
         if state is None:
-            return (None,) * n_blocks, self.zero_sum(batch) if self.integrates_output else None
-        expected = n_blocks + int(self.integrates_output)
-        if len(state) != expected:
-            what = "one per block and the integrator's sum" if self.integrates_output else "one per block"
-            raise DataError(f"state must hold {expected} tensors ({what}), got {len(state)}")
-        return tuple(state[:n_blocks]), state[n_blocks] if self.integrates_output else None
+            return (None,) * len(self.blocks), self.zero_sum(batch) if self.integrates_output else None
+        return split_model_state(state, len(self.blocks), self.integrates_output)
 
     def integrate(self, increments: Tensor, total: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The output from the decoder's physical output: itself, or its running sum after ``total``.
@@ -206,15 +222,17 @@ class DeepWiener(ScaledSimulator):
             v, x = block(v, x0, mode)
             finals.append(x)
         y, total = self.integrate(self.denormalize_output(self.decoder(v)), total)
-        return y, tuple(finals) + ((total,) if total is not None else ())
+        return y, join_state(finals, total)
 
     def stepper(self) -> ModelStepper:
         """A one-sample-at-a-time simulator with every block discretised once."""
         return ModelStepper(self)
 
-    def fast_stepper(self) -> streaming.Streamer:
+    def fast_stepper(self) -> Streamer:
         """A compiled one-sample-at-a-time simulator, numpy in and out (``deepwiener.engines.streaming``)."""
-        return streaming.fast_stepper(self)
+        from deepwiener.engines.streaming import fast_stepper  # streaming builds on this module
+
+        return fast_stepper(self)
 
 
 class ModelStepper:
@@ -231,7 +249,7 @@ class ModelStepper:
     def init_state(self, batch: int) -> ModelState:
         """Zero state, in the model's format (``DeepWiener.init_state``)."""
         blocks = tuple(s.init_state(batch) for s in self.steppers)
-        return blocks + (self.model.zero_sum(batch),) if self.model.integrates_output else blocks
+        return join_state(blocks, self.model.zero_sum(batch) if self.model.integrates_output else None)
 
     def step(self, u_k: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
@@ -244,4 +262,4 @@ class ModelStepper:
             v = block.dropout(block.sigma(eta)) + block.bypass(v)
             finals.append(x_next)
         y, total = m.integrate(m.denormalize_output(m.decoder(v))[:, None], total)
-        return y[:, 0], tuple(finals) + ((total,) if total is not None else ())
+        return y[:, 0], join_state(finals, total)

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from deepwiener.errors import DataError
+from deepwiener.model import ModelState, join_state, split_model_state
 from deepwiener.nonlinearities import Elementwise, Polynomial
 from deepwiener.systems import DPLRSSM, DiagonalSSM, LinearSystem
 
@@ -62,7 +63,6 @@ __all__ = ["CompiledStreamer", "Streamer", "TorchStreamer", "fast_stepper"]
 
 logger = logging.getLogger(__name__)
 
-ModelState = tuple[Tensor, ...]
 
 # Activation codes of the kernel (one per block).
 _RELU, _TANH, _ELU, _GELU, _GELU_TANH, _POLY = range(6)
@@ -391,25 +391,21 @@ class CompiledStreamer(Streamer):
             if self._total is not None:
                 self._total[:] = 0
             return
-        n_blocks = len(self._state_shapes)
-        expected = n_blocks + int(self._total is not None)
-        if len(state) != expected:
-            what = "one per block" + (" and the integrator's sum" if self._total is not None else "")
-            raise DataError(f"state must hold {expected} tensors ({what}), got {len(state)}")
-        for layer, (x, shape) in enumerate(zip(state[:n_blocks], self._state_shapes, strict=True)):
+        blocks, total = split_model_state(state, len(self._state_shapes), self._total is not None)
+        for layer, (x, shape) in enumerate(zip(blocks, self._state_shapes, strict=True)):
             if tuple(x.shape) != (1, *shape):
                 raise DataError(f"state {layer} must have shape {(1, *shape)}, got {tuple(x.shape)}")
             self._x[layer] = _np(x, np.complex128).reshape(-1)
-        if self._total is not None:
-            if tuple(state[-1].shape) != (1, self.n_y):
-                raise DataError(f"the integrator's sum must have shape (1, {self.n_y}), got {tuple(state[-1].shape)}")
-            self._total[:] = _np(state[-1]).reshape(-1)
+        if total is not None:
+            if tuple(total.shape) != (1, self.n_y):
+                raise DataError(f"the integrator's sum must have shape (1, {self.n_y}), got {tuple(total.shape)}")
+            self._total[:] = _np(total).reshape(-1)
 
     @property
     def state(self) -> ModelState:
         blocks = tuple(torch.from_numpy(x.copy()).reshape(1, *shape)
                        for x, shape in zip(self._x, self._state_shapes, strict=True))
-        return blocks if self._total is None else blocks + (torch.from_numpy(self._total.copy())[None],)
+        return join_state(blocks, None if self._total is None else torch.from_numpy(self._total.copy())[None])
 
     def _advance(self, u: np.ndarray) -> np.ndarray:
         y = _run(u, self._x, *self.params)
