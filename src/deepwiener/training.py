@@ -285,10 +285,11 @@ def fit(
     train_parts, val_parts = _split(records, val, config)
     _check_records_dt([v.data for v in val_parts], records[0])
     model.with_dt(records[0].dt)
-    model.set_scaler(*fit_scaler(train_parts, increments=model.integrates_output))
+    stats = fit_scaler(train_parts)
+    model.set_scaler(*(fit_scaler(train_parts, increments=True) if model.integrates_output else stats))
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     device = torch.device(config.device)
-    loss_scale = torch.as_tensor(fit_scaler(train_parts).y_std, dtype=dtype, device=device)  # (n_y,)
+    loss_scale = torch.as_tensor(stats.y_std, dtype=dtype, device=device)  # (n_y,) the output's std
     model.to(device=device, dtype=dtype)
     if config.init == "linear":
         initialize_linear(model, train_parts, val_parts)
