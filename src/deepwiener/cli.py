@@ -131,7 +131,7 @@ def train(
     d_model: Annotated[int | None, typer.Option(help="Channels between blocks.")] = None,
     d_state: Annotated[int | None, typer.Option(help="Complex modes per block.")] = None,
     n_layers: Annotated[int | None, typer.Option(help="Number of blocks.")] = None,
-    nonlinearity: Annotated[str | None, typer.Option(help="Static map, e.g. gelu, tanh, poly.")] = None,
+    nonlinearity: Annotated[str | None, typer.Option(help="Static map: gelu, tanh, mlp, linear_tanh, ...")] = None,
     hidden: Annotated[int | None, typer.Option(help="Width of each recurrent layer (lstm, gru).")] = None,
     integrator: Annotated[bool | None, typer.Option(
         "--integrator/--no-integrator",

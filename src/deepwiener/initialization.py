@@ -26,9 +26,9 @@ linear model ``x+ = A x + B u', y' = C x + D u'`` works on its own normalised si
   mode).
 * Block 0, nonlinearity: on P and N it is made to depend on its own channel only, ``sigma_c = f``, with
   ``f(y) - f(-y) = kappa y`` exactly: gelu and relu (``f(y) - f(-y) = y (Phi(y) + Phi(-y)) = y``, kappa 1),
-  poly with a2 = a3 = 0 (``f(y) = y``, kappa 2), glu with value row ``e_c`` and a zero gate (``f(y) = y/2``,
-  kappa 1), mlp with one hidden unit ``gelu(z_c)`` read by output c (kappa 1); every bias on P and N is 0.
-  Since ``v0 = 0`` on P and N, the block's output there is ``f(+y')`` and ``f(-y')``.
+  poly with a2 = a3 = 0 and linear_tanh with a = 0 (``f(y) = y``, kappa 2), glu with value row ``e_c`` and a
+  zero gate (``f(y) = y/2``, kappa 1), mlp with one hidden unit ``gelu(z_c)`` read by output c (kappa 1); every
+  bias on P and N is 0. Since ``v0 = 0`` on P and N, the block's output there is ``f(+y')`` and ``f(-y')``.
 * Blocks 1..L-1: their LTI rows P and N are zero (C and D) and their nonlinearity maps them to 0 (bias 0;
   glu: value rows 0; mlp: output rows 0), so the identity skip passes P and N through untouched (a learned
   skip gets identity rows on P and N).
@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 INITS: tuple[str, ...] = ("random", "linear")
 """Values of ``TrainConfig.init``."""
 LINEAR_INIT_LAYERS: tuple[str, ...] = ("lru", "s5")
-LINEAR_INIT_NONLINEARITIES: tuple[str, ...] = ("gelu", "relu", "poly", "glu", "mlp")
+LINEAR_INIT_NONLINEARITIES: tuple[str, ...] = ("gelu", "relu", "poly", "linear_tanh", "glu", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,6 +311,13 @@ def _pass_poly(sigma: Nonlinearity, rows: slice) -> float:
     return 2.0
 
 
+def _pass_linear_tanh(sigma: Nonlinearity, rows: slice) -> float:
+    """linear_tanh: f(y) = y (a = 0), so f(y) - f(-y) = 2 y."""
+    _zero_bias(sigma, rows)
+    sigma.gain[rows] = 0
+    return 2.0
+
+
 def _pass_glu(sigma: Nonlinearity, rows: slice) -> float:
     """glu: value row e_c, gate 0, so f(y) = y sigmoid(0) = y / 2."""
     _zero_bias(sigma, rows)
@@ -344,11 +351,13 @@ def _silence_mlp(sigma: Nonlinearity, rows: slice) -> None:
 
 
 _PASS: dict[str, Callable[[Nonlinearity, slice], float]] = {
-    "gelu": _pass_elementwise, "relu": _pass_elementwise, "poly": _pass_poly, "glu": _pass_glu, "mlp": _pass_mlp,
+    "gelu": _pass_elementwise, "relu": _pass_elementwise, "poly": _pass_poly, "linear_tanh": _pass_linear_tanh,
+    "glu": _pass_glu, "mlp": _pass_mlp,
 }
 """Per nonlinearity: make f on the carrying rows depend on its own channel with f(y) - f(-y) = kappa y; kappa."""
 
 _SILENCE: dict[str, Callable[[Nonlinearity, slice], None]] = {
-    "gelu": _zero_bias, "relu": _zero_bias, "poly": _zero_bias, "glu": _silence_glu, "mlp": _silence_mlp,
+    "gelu": _zero_bias, "relu": _zero_bias, "poly": _zero_bias, "linear_tanh": _zero_bias, "glu": _silence_glu,
+    "mlp": _silence_mlp,
 }
 """Per nonlinearity: make the carrying rows 0 when their input rows are 0 (later blocks)."""

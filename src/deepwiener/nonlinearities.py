@@ -7,6 +7,8 @@ learnable bias inside: sigma(eta + b).
     glu                     (W1 z + c1) * sigmoid(W2 z + c2): only locally Lipschitz
     mlp                     W2 gelu(W1 z + c1) + c2, hidden width 2h: Lipschitz <= 1.13 ||W2|| ||W1||
     poly                    z + a2 z^2 + a3 z^3 per channel (a2 = a3 = 0 at start): only locally Lipschitz
+    linear_tanh             z + a tanh(z) per channel (a = 0 at start): linear plus a bounded part, so the
+                            model extrapolates like a linear system (Lipschitz max(1, |1 + a|))
 """
 
 from __future__ import annotations
@@ -104,6 +106,28 @@ class Polynomial(Nonlinearity):
         return float((1 + 2 * self.a2 * z + 3 * self.a3 * z**2).abs().max())
 
 
+class LinearTanh(Nonlinearity):
+    """z + a tanh(z) per channel, z = eta + b; starts as the identity.
+
+    The identity part carries the linear dynamics at every amplitude and the correction is bounded by |a|, so
+    far outside the training amplitudes a stack of these blocks behaves as a linear system plus a bounded
+    deviation (the shape of, e.g., Coulomb friction acting on a linear plant).
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.gain = nn.Parameter(torch.zeros(width))
+
+    def forward(self, eta: Tensor) -> Tensor:
+        z = eta + self.bias
+        return z + self.gain * torch.tanh(z)
+
+    @torch.no_grad()
+    def lipschitz(self) -> float:
+        """The slope 1 + a sech^2(z) lies between 1 and 1 + a, so |slope| <= max(1, |1 + a|)."""
+        return max(1.0, float((1 + self.gain).abs().max()))
+
+
 def _elementwise(activation: type[nn.Module], lipschitz: float):
     return lambda width: Elementwise(width, activation(), lipschitz)
 
@@ -116,6 +140,7 @@ NONLINEARITIES = {
     "glu": GLU,
     "mlp": MLP,
     "poly": Polynomial,
+    "linear_tanh": LinearTanh,
 }
 
 

@@ -80,6 +80,16 @@ def test_a_destabilised_layer_in_a_model_is_flagged() -> None:
     assert cert.status == "failed" and cert.blocks[1].spectral_radius > 1
 
 
+def test_linear_tanh_is_globally_lipschitz() -> None:
+    model = small_model(nonlinearity="linear_tanh")
+    with torch.no_grad():
+        model.blocks[0].sigma.gain.copy_(torch.tensor([0.5, -0.2, 0.1]))
+        model.blocks[1].sigma.gain.copy_(torch.tensor([-3.0, 0.0, 0.0]))
+    cert = certificate(model)
+    assert cert.status == "global" and cert.gain_bound is not None
+    assert [b.lipschitz for b in cert.blocks] == [pytest.approx(1.5), pytest.approx(2.0)]
+
+
 def test_polynomial_with_cubic_term_is_local_and_bounded_on_data() -> None:
     model = small_model(nonlinearity="poly")
     with torch.no_grad():

@@ -16,11 +16,11 @@ from deepwiener.errors import DataError
 from deepwiener.model import DeepWiener
 from deepwiener.nonlinearities import NONLINEARITIES
 
-COMPILED_NONLINEARITIES = ("elu", "gelu", "tanh", "relu", "poly")
+COMPILED_NONLINEARITIES = ("elu", "gelu", "tanh", "relu", "poly", "linear_tanh")
 
 
 def _model(layer: str = "lru", nonlinearity: str = "elu", seed: int = 0, **options: object) -> DeepWiener:
-    """A float64 model in eval mode with a nontrivial scaler and (for poly) nonzero coefficients."""
+    """A float64 model in eval mode with a nontrivial scaler and (for poly, linear_tanh) nonzero coefficients."""
     options = {"d_model": 3, "d_state": 4, "n_layers": 3, **options}
     model = DeepWiener(2, 2, layer=layer, nonlinearity=nonlinearity, seed=seed, **options).double().eval()
     model.set_scaler([0.5, -1.0], [2.0, 0.5], [1.0, -3.0], [4.0, 0.25])
@@ -31,6 +31,8 @@ def _model(layer: str = "lru", nonlinearity: str = "elu", seed: int = 0, **optio
             if nonlinearity == "poly":
                 block.sigma.a2.copy_(0.2 * torch.randn(3, generator=gen, dtype=torch.float64))
                 block.sigma.a3.copy_(0.1 * torch.randn(3, generator=gen, dtype=torch.float64))
+            if nonlinearity == "linear_tanh":
+                block.sigma.gain.copy_(torch.randn(3, generator=gen, dtype=torch.float64))
             if isinstance(block.norm, torch.nn.LayerNorm):
                 block.norm.weight.copy_(1 + 0.1 * torch.randn(3, generator=gen, dtype=torch.float64))
                 block.norm.bias.copy_(0.1 * torch.randn(3, generator=gen, dtype=torch.float64))

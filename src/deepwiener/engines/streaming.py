@@ -25,7 +25,7 @@ What runs per sample (the scalers are folded into the encoder and decoder, exact
 ``A`` is block diagonal in the layer's own coordinates (so ``state`` interoperates with ``model.forward``):
 1 x 1 blocks (the eigenvalues) for diagonal systems (LRU, S5, S4D), one dense n x n block per channel for
 S4's DPLR systems (not diagonalised: its eigenvectors can be ill-conditioned). Supported nonlinearities are
-the elementwise ones (gelu, exact or tanh-approximated; elu; tanh; relu) and poly; a model with another
+the elementwise ones (gelu, exact or tanh-approximated; elu; tanh; relu), poly and linear_tanh; a model with another
 nonlinearity (glu, mlp), another norm or layer (the selective S6) gets :class:`TorchStreamer`, the same
 interface around ``model.stepper()``. Dropout is ignored: streaming is inference.
 
@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from deepwiener.errors import DataError
 from deepwiener.model import ModelState, join_state, split_model_state
-from deepwiener.nonlinearities import Elementwise, Polynomial
+from deepwiener.nonlinearities import Elementwise, LinearTanh, Polynomial
 from deepwiener.systems import DPLRSSM, DiagonalSSM, LinearSystem
 
 try:
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 
 # Activation codes of the kernel (one per block).
-_RELU, _TANH, _ELU, _GELU, _GELU_TANH, _POLY = range(6)
+_RELU, _TANH, _ELU, _GELU, _GELU_TANH, _POLY, _LINEAR_TANH = range(7)
 # Skip codes.
 _SKIP_NONE, _SKIP_IDENTITY, _SKIP_LINEAR = range(3)
 # Columns of the per-block integer flags.
@@ -87,7 +87,7 @@ def _jit(fn: Any) -> Any:
 
 @_jit
 def _activation(z: float, kind: int, c1: float, c2: float) -> float:  # pragma: no cover - runs compiled
-    """sigma(z) for an activation code; ``c1`` is ELU's alpha or poly's a2, ``c2`` poly's a3."""
+    """sigma(z) for an activation code; ``c1`` is ELU's alpha, poly's a2 or linear_tanh's a; ``c2`` poly's a3."""
     if kind == _RELU:
         return max(z, 0.0)
     if kind == _TANH:
@@ -98,6 +98,8 @@ def _activation(z: float, kind: int, c1: float, c2: float) -> float:  # pragma: 
         return 0.5 * z * (1.0 + math.erf(z * _SQRT1_2))
     if kind == _GELU_TANH:
         return 0.5 * z * (1.0 + math.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)))
+    if kind == _LINEAR_TANH:
+        return z + c1 * math.tanh(z)
     return z + c1 * z * z + c2 * z * z * z
 
 
@@ -263,6 +265,9 @@ def _activation_params(sigma: nn.Module, width: int) -> tuple[int, np.ndarray]:
     if isinstance(sigma, Polynomial):
         params[:] = [_np(sigma.bias), _np(sigma.a2), _np(sigma.a3)]
         return _POLY, params
+    if isinstance(sigma, LinearTanh):
+        params[:2] = [_np(sigma.bias), _np(sigma.gain)]
+        return _LINEAR_TANH, params
     if not isinstance(sigma, Elementwise):
         raise _Unsupported(f"the {type(sigma).__name__} nonlinearity")
     params[0] = _np(sigma.bias)

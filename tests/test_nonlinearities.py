@@ -1,0 +1,58 @@
+"""Static maps: the linear_tanh map's bounded deviation, its Lipschitz bound, and the stack it builds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepwiener.model import DeepWiener
+from deepwiener.nonlinearities import LinearTanh, make_nonlinearity
+
+
+def _linear_tanh(gain: list[float], bias: list[float]) -> LinearTanh:
+    sigma = make_nonlinearity("linear_tanh", len(gain)).double()
+    assert isinstance(sigma, LinearTanh)
+    with torch.no_grad():
+        sigma.gain.copy_(torch.tensor(gain))
+        sigma.bias.copy_(torch.tensor(bias))
+    return sigma
+
+
+def test_linear_tanh_starts_as_the_identity_and_deviates_by_at_most_its_gain() -> None:
+    eta = torch.linspace(-50, 50, 1001, dtype=torch.float64)[:, None].repeat(1, 3)
+    fresh = make_nonlinearity("linear_tanh", 3).double()
+    torch.testing.assert_close(fresh(eta), eta)  # gain 0 and bias 0 at start
+    sigma = _linear_tanh([0.7, -2.5, 0.0], [0.3, -0.1, 0.2])
+    z = eta + sigma.bias
+    with torch.no_grad():
+        deviation = (sigma(eta) - z).abs()
+    assert (deviation <= sigma.gain.abs() + 1e-12).all()
+    # far out the deviation is the gain itself (tanh saturates)
+    np.testing.assert_allclose(deviation[-1].numpy(), [0.7, 2.5, 0.0], atol=1e-12)
+
+
+@pytest.mark.parametrize(("gain", "expected"), [([0.5, -0.5], 1.5), ([-3.0, 0.2], 2.0), ([-1.5, -0.5], 1.0)])
+def test_linear_tanh_lipschitz_bound_is_tight(gain: list[float], expected: float) -> None:
+    sigma = _linear_tanh(gain, [0.0, 0.0])
+    assert sigma.lipschitz() == pytest.approx(expected)
+    eta = torch.linspace(-6, 6, 20001, dtype=torch.float64)[:, None].repeat(1, 2)
+    with torch.no_grad():
+        slopes = (torch.diff(sigma(eta), dim=0) / torch.diff(eta, dim=0)).abs().max()
+    assert float(slopes) <= sigma.lipschitz() + 1e-9
+    assert float(slopes) >= sigma.lipschitz() - 1e-3
+
+
+def test_linear_tanh_stack_is_its_linear_part_plus_a_bounded_deviation() -> None:
+    """Scaling the input up scales the linear part; the rest stays bounded (linear extrapolation)."""
+    model = DeepWiener(1, 1, d_model=4, d_state=4, n_layers=3, nonlinearity="linear_tanh", seed=2).double()
+    linear = DeepWiener(1, 1, d_model=4, d_state=4, n_layers=3, nonlinearity="linear_tanh", seed=2).double()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.sigma.gain.copy_(torch.tensor([0.8, -0.6, 1.2, -0.3]))
+    u = np.random.default_rng(0).standard_normal((400, 1))
+    deviations = [np.abs(model.simulate(scale * u) - linear.simulate(scale * u)).max() for scale in (1, 10, 100, 1000)]
+    linear_size = np.abs(linear.simulate(1000 * u)).max()
+    assert deviations[0] > 0.01  # the maps do act
+    assert max(deviations) < 20 * deviations[0]  # bounded as the input grows 1000-fold
+    assert max(deviations) < 1e-2 * linear_size
