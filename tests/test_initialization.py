@@ -46,6 +46,7 @@ def split(data: IOData, fraction: float) -> tuple[list[IOData], list[ValidationR
         ("lru", 2, 1, "relu", "identity", "next"),
         ("s5", 1, 1, "poly", "identity", "current"),
         ("lru", 2, 1, "linear_tanh", "linear", "next"),
+        ("s5", 1, 2, "identity", "identity", "next"),
         ("s5", 2, 2, "glu", "identity", "next"),
         ("s5", 2, 1, "gelu", "linear", "next"),
     ],

@@ -1,4 +1,5 @@
-"""Static maps: the linear_tanh map's bounded deviation, its Lipschitz bound, and the stack it builds."""
+"""Static maps: the identity map makes a linear model; the linear_tanh map's bounded deviation, its Lipschitz
+bound, and the stack it builds."""
 
 from __future__ import annotations
 
@@ -56,3 +57,19 @@ def test_linear_tanh_stack_is_its_linear_part_plus_a_bounded_deviation() -> None
     assert deviations[0] > 0.01  # the maps do act
     assert max(deviations) < 20 * deviations[0]  # bounded as the input grows 1000-fold
     assert max(deviations) < 1e-2 * linear_size
+
+
+def test_identity_map_makes_the_whole_model_linear() -> None:
+    """Superposition (about the response to u = 0, which carries the biases) holds for identity maps only."""
+    rng = np.random.default_rng(1)
+    u1, u2 = rng.standard_normal((2, 300, 2))
+    for nonlinearity, linear in (("identity", True), ("gelu", False)):
+        model = DeepWiener(2, 1, d_model=5, d_state=4, n_layers=3, nonlinearity=nonlinearity, seed=0).double()
+        with torch.no_grad():
+            for block in model.blocks:
+                block.sigma.bias.normal_()
+        y0 = model.simulate(np.zeros_like(u1))
+        lhs = model.simulate(2 * u1 - 3 * u2) - y0
+        rhs = 2 * (model.simulate(u1) - y0) - 3 * (model.simulate(u2) - y0)
+        gap = np.abs(lhs - rhs).max() / np.abs(rhs).max()
+        assert (gap < 1e-10) == linear, (nonlinearity, gap)

@@ -26,7 +26,7 @@ linear model ``x+ = A x + B u', y' = C x + D u'`` works on its own normalised si
   mode).
 * Block 0, nonlinearity: on P and N it is made to depend on its own channel only, ``sigma_c = f``, with
   ``f(y) - f(-y) = kappa y`` exactly: gelu and relu (``f(y) - f(-y) = y (Phi(y) + Phi(-y)) = y``, kappa 1),
-  poly with a2 = a3 = 0 and linear_tanh with a = 0 (``f(y) = y``, kappa 2), glu with value row ``e_c`` and a
+  identity, poly with a2 = a3 = 0 and linear_tanh with a = 0 (``f(y) = y``, kappa 2), glu with value row ``e_c`` and a
   zero gate (``f(y) = y/2``, kappa 1), mlp with one hidden unit ``gelu(z_c)`` read by output c (kappa 1); every
   bias on P and N is 0. Since ``v0 = 0`` on P and N, the block's output there is ``f(+y')`` and ``f(-y')``.
 * Blocks 1..L-1: their LTI rows P and N are zero (C and D) and their nonlinearity maps them to 0 (bias 0;
@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 INITS: tuple[str, ...] = ("random", "linear")
 """Values of ``TrainConfig.init``."""
 LINEAR_INIT_LAYERS: tuple[str, ...] = ("lru", "s5")
-LINEAR_INIT_NONLINEARITIES: tuple[str, ...] = ("gelu", "relu", "poly", "linear_tanh", "glu", "mlp")
+LINEAR_INIT_NONLINEARITIES: tuple[str, ...] = ("gelu", "relu", "identity", "poly", "linear_tanh", "glu", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +304,12 @@ def _pass_elementwise(sigma: Nonlinearity, rows: slice) -> float:
     return 1.0
 
 
+def _pass_identity(sigma: Nonlinearity, rows: slice) -> float:
+    """identity: f(y) = y, so f(y) - f(-y) = 2 y."""
+    _zero_bias(sigma, rows)
+    return 2.0
+
+
 def _pass_poly(sigma: Nonlinearity, rows: slice) -> float:
     """poly: f(y) = y (a2 = a3 = 0), so f(y) - f(-y) = 2 y."""
     _zero_bias(sigma, rows)
@@ -351,13 +357,13 @@ def _silence_mlp(sigma: Nonlinearity, rows: slice) -> None:
 
 
 _PASS: dict[str, Callable[[Nonlinearity, slice], float]] = {
-    "gelu": _pass_elementwise, "relu": _pass_elementwise, "poly": _pass_poly, "linear_tanh": _pass_linear_tanh,
-    "glu": _pass_glu, "mlp": _pass_mlp,
+    "gelu": _pass_elementwise, "relu": _pass_elementwise, "identity": _pass_identity, "poly": _pass_poly,
+    "linear_tanh": _pass_linear_tanh, "glu": _pass_glu, "mlp": _pass_mlp,
 }
 """Per nonlinearity: make f on the carrying rows depend on its own channel with f(y) - f(-y) = kappa y; kappa."""
 
 _SILENCE: dict[str, Callable[[Nonlinearity, slice], None]] = {
-    "gelu": _zero_bias, "relu": _zero_bias, "poly": _zero_bias, "linear_tanh": _zero_bias, "glu": _silence_glu,
-    "mlp": _silence_mlp,
+    "gelu": _zero_bias, "relu": _zero_bias, "identity": _zero_bias, "poly": _zero_bias, "linear_tanh": _zero_bias,
+    "glu": _silence_glu, "mlp": _silence_mlp,
 }
 """Per nonlinearity: make the carrying rows 0 when their input rows are 0 (later blocks)."""

@@ -65,8 +65,8 @@ class ModelConfig(DictConfig):
         d_model: channels between blocks.
         d_state: complex modes per block (per channel for s4d/s4).
         n_layers: number of blocks.
-        nonlinearity: static map name ("gelu", "elu", "tanh", "relu", "glu", "mlp", "poly",
-            "linear_tanh").
+        nonlinearity: static map name ("gelu", "elu", "tanh", "relu", "identity", "glu", "mlp",
+            "poly", "linear_tanh").
         layer_options: options of the layer's Options dataclass (e.g. {"r_min": 0.9} for LRU).
         norm: "none" or "layer" (LayerNorm before each LTI layer).
         dropout: dropout probability after each nonlinearity.

@@ -4,6 +4,8 @@ Every nonlinearity maps eta (..., h) -> (..., h) elementwise or per sample (no m
 learnable bias inside: sigma(eta + b).
 
     gelu, elu, tanh, relu   elementwise activation (Lipschitz 1.13, 1, 1, 1)
+    identity                no map: the whole model is linear (a linear state-space model trained by simulation
+                            error, the output-error baseline)
     glu                     (W1 z + c1) * sigmoid(W2 z + c2): only locally Lipschitz
     mlp                     W2 gelu(W1 z + c1) + c2, hidden width 2h: Lipschitz <= 1.13 ||W2|| ||W1||
     poly                    z + a2 z^2 + a3 z^3 per channel (a2 = a3 = 0 at start): only locally Lipschitz
@@ -137,6 +139,7 @@ NONLINEARITIES = {
     "elu": _elementwise(nn.ELU, 1.0),
     "tanh": _elementwise(nn.Tanh, 1.0),
     "relu": _elementwise(nn.ReLU, 1.0),
+    "identity": _elementwise(nn.Identity, 1.0),
     "glu": GLU,
     "mlp": MLP,
     "poly": Polynomial,

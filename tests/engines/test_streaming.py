@@ -16,7 +16,7 @@ from deepwiener.errors import DataError
 from deepwiener.model import DeepWiener
 from deepwiener.nonlinearities import NONLINEARITIES
 
-COMPILED_NONLINEARITIES = ("elu", "gelu", "tanh", "relu", "poly", "linear_tanh")
+COMPILED_NONLINEARITIES = ("elu", "gelu", "tanh", "relu", "identity", "poly", "linear_tanh")
 
 
 def _model(layer: str = "lru", nonlinearity: str = "elu", seed: int = 0, **options: object) -> DeepWiener:

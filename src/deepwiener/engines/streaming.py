@@ -25,9 +25,9 @@ What runs per sample (the scalers are folded into the encoder and decoder, exact
 ``A`` is block diagonal in the layer's own coordinates (so ``state`` interoperates with ``model.forward``):
 1 x 1 blocks (the eigenvalues) for diagonal systems (LRU, S5, S4D), one dense n x n block per channel for
 S4's DPLR systems (not diagonalised: its eigenvectors can be ill-conditioned). Supported nonlinearities are
-the elementwise ones (gelu, exact or tanh-approximated; elu; tanh; relu), poly and linear_tanh; a model with another
-nonlinearity (glu, mlp), another norm or layer (the selective S6) gets :class:`TorchStreamer`, the same
-interface around ``model.stepper()``. Dropout is ignored: streaming is inference.
+the elementwise ones (gelu, exact or tanh-approximated; elu; tanh; relu; identity), poly and linear_tanh; a
+model with another nonlinearity (glu, mlp), another norm or layer (the selective S6) gets
+:class:`TorchStreamer`, the same interface around ``model.stepper()``. Dropout is ignored: streaming is inference.
 
 Everything runs in float64 whatever the model's dtype, so a float64 model is reproduced to rounding (the
 tests ask 1e-10) and a float32 one to float32 accuracy. Without numba the same kernel runs as plain
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 
 # Activation codes of the kernel (one per block).
-_RELU, _TANH, _ELU, _GELU, _GELU_TANH, _POLY, _LINEAR_TANH = range(7)
+_RELU, _TANH, _ELU, _GELU, _GELU_TANH, _POLY, _LINEAR_TANH, _IDENTITY = range(8)
 # Skip codes.
 _SKIP_NONE, _SKIP_IDENTITY, _SKIP_LINEAR = range(3)
 # Columns of the per-block integer flags.
@@ -100,6 +100,8 @@ def _activation(z: float, kind: int, c1: float, c2: float) -> float:  # pragma: 
         return 0.5 * z * (1.0 + math.tanh(_SQRT_2_OVER_PI * (z + 0.044715 * z * z * z)))
     if kind == _LINEAR_TANH:
         return z + c1 * math.tanh(z)
+    if kind == _IDENTITY:
+        return z
     return z + c1 * z * z + c2 * z * z * z
 
 
@@ -276,6 +278,8 @@ def _activation_params(sigma: nn.Module, width: int) -> tuple[int, np.ndarray]:
         return _RELU, params
     if isinstance(activation, nn.Tanh):
         return _TANH, params
+    if isinstance(activation, nn.Identity):
+        return _IDENTITY, params
     if isinstance(activation, nn.ELU):
         params[1] = activation.alpha
         return _ELU, params
