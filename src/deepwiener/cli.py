@@ -37,7 +37,7 @@ from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
 from deepwiener.data.readers import load_variables
 from deepwiener.errors import ConfigError, DataError, DeepWienerError
-from deepwiener.evaluation import Metrics, evaluate_all
+from deepwiener.evaluation import Metrics, evaluate_all, input_reach
 from deepwiener.io import atomic_write, load, read_info, save
 from deepwiener.layers import LAYERS
 from deepwiener.runs import RunDir, describe, evaluation_data, resolve_target, train_run
@@ -168,6 +168,7 @@ def train(
     stdout.print(f"stopped after {outcome.result.epochs_run} epochs ({outcome.result.stopped}); "
                  f"best epoch {outcome.result.best_epoch}")
     _print_metrics(outcome.metrics, f"{data.name}: test metrics")
+    _print_input_reach(describe(data), data)
     stdout.print(f"run written to {out}")
 
 
@@ -187,6 +188,7 @@ def evaluate(
     data = evaluation_data(run, _given_data(_data_flags(benchmark, csv, u, y, dt, init_window)))
     results = evaluate_all(load(model_path), data)
     _print_metrics(results, f"{target} on {data.name}")
+    _print_input_reach(read_info(model_path)["extra"], data)
     if json_path is not None:
         atomic_write(json_path, json.dumps(results, indent=2) + "\n")
 
@@ -399,6 +401,19 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], lef
 
 def _print_metrics(results: Mapping[str, Metrics], title: str) -> None:
     stdout.print(_table(title, report_mod.METRICS_HEADER, report_mod.metrics_rows(results), left=("test", "unit")))
+
+
+def _print_input_reach(extra: Mapping[str, Any], data: Benchmark) -> None:
+    """A note for each test record whose input leaves the training inputs' range (stored in the model file by
+    ``runs.describe``; older files without it get no note). Call it after evaluating, which checks n_u."""
+    if "u_low" not in extra or "u_high" not in extra:
+        return
+    for name, test in data.tests.items():
+        reach = input_reach(test.u, np.array(extra["u_low"]), np.array(extra["u_high"]))
+        if reach.outside > 0:
+            stdout.print(f"note: the input of {name!r} leaves the training inputs' range on "
+                         f"{100 * reach.outside:.2g} % of its samples, up to {reach.reach:.2f} times the range's "
+                         "half-width from its centre: the model extrapolates there", soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,11 +6,14 @@ here, uses none); errors are counted from sample ``init_window`` on. RMSE is rep
 unit (``IOData.report_unit``, e.g. mV for Silverbox), else in the data's unit (``IOData.y_unit``).
 NRMSE, FIT and R^2 are unitless. Any object with ``simulate(u) -> y`` and ``dt`` can be evaluated (a
 ``DeepWiener`` model, a linear baseline, ...).
+
+``input_reach(u, low, high)`` says whether a test input leaves the range of the training inputs, where any
+identified model extrapolates (the command line prints it beside the metrics).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, TypedDict
+from typing import NamedTuple, Protocol, TypedDict
 
 import numpy as np
 
@@ -83,6 +86,43 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0) -> Metrics:
     return Metrics(rmse=_plain(rmse(y, y_hat)), nrmse=_plain(nrmse(y, y_hat)),
                    fit=_plain(fit_percent(y, y_hat)), r2=_plain(r2(y, y_hat)),
                    unit=data.report_unit or data.y_unit, n_samples=len(y))
+
+
+class InputReach(NamedTuple):
+    """How far an input goes beyond the training inputs' range.
+
+    Attributes:
+        outside: share of samples with at least one channel outside the training range (0 .. 1).
+        reach: the largest ``|u - centre| / half-width`` over channels and samples, with the training range's
+            centre and half-width per channel: <= 1 inside the range, 2 at twice its half-width.
+    """
+
+    outside: float
+    reach: float
+
+
+def input_reach(u: np.ndarray, low: np.ndarray, high: np.ndarray) -> InputReach:
+    """Compare an input with the range ``[low, high]`` of the training inputs.
+
+    Args:
+        u: (T, n_u) input.
+        low, high: (n_u,) smallest and largest training input per channel.
+
+    Returns:
+        :class:`InputReach`; a channel that was constant in training has reach inf where it differs.
+
+    Raises:
+        DataError: ranges whose length differs from n_u, or low > high.
+    """
+    u, low, high = np.asarray(u, dtype=float), np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    if low.shape != (u.shape[1],) or high.shape != low.shape or (low > high).any():
+        raise DataError(f"the training input range must hold low <= high for each of the {u.shape[1]} inputs; "
+                        f"got low {low.tolist()}, high {high.tolist()}")
+    centre, half = (high + low) / 2, (high - low) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(u == centre, 0.0, np.abs(u - centre) / half)
+    outside = ((u < low) | (u > high)).any(axis=1)
+    return InputReach(outside=float(outside.mean()), reach=float(scaled.max(initial=0.0)))
 
 
 def evaluate_all(model: Simulator, bench: Benchmark) -> dict[str, Metrics]:

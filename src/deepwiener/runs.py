@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import numpy as np
+
 from deepwiener.config import DataConfig, RunConfig, resolve
 from deepwiener.data import Benchmark
 from deepwiener.errors import ConfigError, ModelFileError
@@ -281,10 +283,13 @@ def train_run(run: RunDir, config: RunConfig, data: Benchmark,
 
 
 def describe(data: Benchmark) -> dict[str, Any]:
-    """Information about the training data stored in the model file (channel names, units, source)."""
+    """Information about the training data stored in the model file (channel names, units, source, and the
+    range of the training inputs, ``u_low`` and ``u_high`` per channel)."""
     first = data.train[0]
+    inputs = np.concatenate([rec.u for rec in data.train])
     return {"data": data.name, "u_names": list(first.u_names), "y_names": list(first.y_names),
-            "y_unit": first.y_unit, "report_unit": first.report_unit, "report_scale": first.report_scale}
+            "y_unit": first.y_unit, "report_unit": first.report_unit, "report_scale": first.report_scale,
+            "u_low": inputs.min(axis=0).tolist(), "u_high": inputs.max(axis=0).tolist()}
 
 
 def resolve_target(target: str | Path) -> tuple[Path, RunDir | None]:

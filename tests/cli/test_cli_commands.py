@@ -29,6 +29,10 @@ def test_silverbox_train_then_evaluate_matches_independent_rmse(cli_env: Path, t
                      "--config", config, "--out", out])
     assert train.code == 0, train.err
     assert "arrow_no_extrapolation" in train.out and "mV" in train.out
+    # the arrow_full input leaves the training range (by design of the benchmark), the other two do not
+    note = "note: the input of {!r} leaves the training inputs' range"
+    assert note.format("arrow_full") in train.out and "1.50 times" in train.out
+    assert note.format("multisine") not in train.out and note.format("arrow_no_extrapolation") not in train.out
     for name in ("config.toml", "model.dw", "metrics.json", "history.csv", "run.log", "status.json",
                  "plots/training.png", "plots/multisine.png", "plots/arrow_full.png",
                  "plots/arrow_no_extrapolation.png"):
@@ -38,6 +42,7 @@ def test_silverbox_train_then_evaluate_matches_independent_rmse(cli_env: Path, t
 
     evaluate = run_cli(["evaluate", out, "--json", tmp_path / "m.json"])
     assert evaluate.code == 0, evaluate.err
+    assert note.format("arrow_full") in evaluate.out
     results = json.loads((tmp_path / "m.json").read_text())
     assert list(results) == ["multisine", "arrow_full", "arrow_no_extrapolation"]
     assert results == json.loads((out / "metrics.json").read_text())

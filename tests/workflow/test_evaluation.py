@@ -12,7 +12,7 @@ import pytest
 from deepwiener.baselines.linear import fit_fir
 from deepwiener.data import IOData, load_benchmark
 from deepwiener.errors import DataError
-from deepwiener.evaluation import evaluate, evaluate_all
+from deepwiener.evaluation import evaluate, evaluate_all, input_reach
 
 
 @dataclass
@@ -107,3 +107,24 @@ def test_benchmark_records_carry_report_units(data_dir: Path) -> None:
 def test_report_scale_must_be_positive() -> None:
     with pytest.raises(DataError, match="field 'report_scale' must be finite and > 0"):
         IOData(u=np.zeros(3), y=np.zeros(3), dt=1.0, report_unit="mV", report_scale=0.0)
+
+
+def test_input_reach_counts_samples_outside_and_the_farthest_excursion() -> None:
+    low, high = np.array([-1.0, 0.0]), np.array([1.0, 4.0])  # centres 0 and 2, half-widths 1 and 2
+    inside = np.array([[0.5, 1.0], [-1.0, 4.0], [0.0, 0.0]])
+    assert input_reach(inside, low, high) == (0.0, 1.0)
+    u = np.array([[0.0, 2.0], [3.0, 2.0], [0.0, -2.0], [-0.5, 5.0]])  # reaches 0, 3, 2, 1.5; 3 of 4 outside
+    reach = input_reach(u, low, high)
+    assert reach.outside == pytest.approx(0.75) and reach.reach == pytest.approx(3.0)
+
+
+def test_input_reach_of_a_constant_training_channel() -> None:
+    low = high = np.array([2.0])
+    assert input_reach(np.array([[2.0], [2.0]]), low, high) == (0.0, 0.0)
+    assert input_reach(np.array([[2.0], [2.5]]), low, high) == (0.5, math.inf)
+
+
+@pytest.mark.parametrize(("low", "high"), [([0.0], [1.0, 2.0]), ([1.0, 0.0], [0.0, 1.0])])
+def test_input_reach_refuses_bad_ranges(low: list[float], high: list[float]) -> None:
+    with pytest.raises(DataError, match="low <= high"):
+        input_reach(np.zeros((5, 2)), np.array(low), np.array(high))
