@@ -5,6 +5,7 @@ One command per benchmark (configuration in ``configs/<name>.toml``)::
     python benchmarks/accuracy/run.py silverbox                      # headline configuration, seed 0
     python benchmarks/accuracy/run.py silverbox-paper-lru --seeds 0 1 2
     python benchmarks/accuracy/run.py silverbox --seeds 0 1 --jobs 2 --threads 1   # two seeds at once, 2 cores
+    python benchmarks/accuracy/run.py silverbox --seeds 1 --add --threads 1        # add seed 1 to the result
 
 For each seed it trains through the same code path as ``deepwiener train`` (a run directory under
 ``benchmarks/results/<name>/runs/seed<k>``, not committed), evaluates on every official test set with the
@@ -112,6 +113,17 @@ def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | Non
             "metrics": outcome.metrics}
 
 
+def merge_runs(results_file: Path, runs: list[dict[str, Any]], command: str) -> tuple[list[dict[str, Any]], str]:
+    """``runs`` plus the runs of other seeds in an earlier ``results_file`` (each keeps its commit), by seed,
+    and the commands of both."""
+    if not results_file.exists():
+        sys.exit(f"--add: no earlier result {results_file}")
+    earlier = json.loads(results_file.read_text())
+    new_seeds = {r["seed"] for r in runs}
+    kept = [{**r, "commit": r.get("commit", earlier["commit"])} for r in earlier["runs"] if r["seed"] not in new_seeds]
+    return sorted(kept + runs, key=lambda r: r["seed"]), f"{earlier['command']} && {command}"
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean, std, min and max of each test set's RMSE over the seeds."""
     out = {}
@@ -167,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="override the training budget")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per seed (default: torch's choice)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each in its own process")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the runs of other seeds already in results.json (add seeds to a result)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         sys.exit(f"--jobs must be >= 1, got {args.jobs}")
@@ -183,16 +197,22 @@ def main(argv: list[str] | None = None) -> None:
                                  initargs=(args.threads,)) as pool:
             runs = list(pool.map(train_seed, repeat(args.name), repeat(config_file), args.seeds,
                                  repeat(args.max_minutes)))
+    commit, command, out = git_commit(), " ".join(sys.argv), RESULTS / args.name
+    for run in runs:
+        run["commit"] = commit
+    fresh = {r["seed"] for r in runs}
+    if args.add:
+        runs, command = merge_runs(out / "results.json", runs, command)
     cfg = resolve(config_file)
     data = cfg.data.load()
     best = min(runs, key=lambda r: r["best_val_rmse"])
-    result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "command": " ".join(sys.argv),
-              "machine": machine(), "commit": git_commit(), "runs": runs, "summary": summarize(runs),
+    result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "command": command,
+              "machine": machine(), "commit": commit, "runs": runs, "summary": summarize(runs),
               "best_seed": best["seed"], "linear": linear_baseline(data, cfg.train.val_fraction,
                                                                           bool(cfg.model.get("integrator")))}
-    out = RESULTS / args.name
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(RESULTS.parent.parent / best["run"] / "model.dw", out / "best.dw")
+    if best["seed"] in fresh:  # a run of this command; a kept run's model is best.dw already
+        shutil.copyfile(RESULTS.parent.parent / best["run"] / "model.dw", out / "best.dw")
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))
