@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     if not config_file.exists():
         names = sorted(p.stem for p in (HERE / "configs").glob("*.toml"))
         sys.exit(f"no configuration {config_file}; available: {names}")
+    commit = git_commit()  # the code that trains, not whatever HEAD is when training ends
     if args.jobs == 1:
         runs = [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
     else:
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                                  initargs=(args.threads,)) as pool:
             runs = list(pool.map(train_seed, repeat(args.name), repeat(config_file), args.seeds,
                                  repeat(args.max_minutes)))
-    commit, command, out = git_commit(), " ".join(sys.argv), RESULTS / args.name
+    command, out = " ".join(sys.argv), RESULTS / args.name
     for run in runs:
         run["commit"] = commit
     fresh = {r["seed"] for r in runs}
