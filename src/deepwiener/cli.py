@@ -168,7 +168,7 @@ def train(
     stdout.print(f"stopped after {outcome.result.epochs_run} epochs ({outcome.result.stopped}); "
                  f"best epoch {outcome.result.best_epoch}")
     _print_metrics(outcome.metrics, f"{data.name}: test metrics")
-    _print_input_reach(describe(data), data)
+    _print_input_reach(read_info(run.model_path)["extra"], data)  # the range the model file stores
     stdout.print(f"run written to {out}")
 
 
