@@ -6,13 +6,17 @@ One command per benchmark (configuration in ``configs/<name>.toml``)::
     python benchmarks/accuracy/run.py silverbox-paper-lru --seeds 0 1 2
     python benchmarks/accuracy/run.py silverbox --seeds 0 1 --jobs 2 --threads 1   # two seeds at once, 2 cores
     python benchmarks/accuracy/run.py silverbox --seeds 1 --add --threads 1        # add seed 1 to the result
+    python benchmarks/accuracy/run.py silverbox --rescore     # no training: headline and tables from the runs
 
 For each seed it trains through the same code path as ``deepwiener train`` (a run directory under
 ``benchmarks/results/<name>/runs/seed<k>``, not committed), evaluates on every official test set with the
 official initialisation window, fits a linear baseline (N4SID, order chosen on the held-out validation tail)
-evaluated the same way, and writes ``benchmarks/results/<name>/results.json`` and ``results.md``. The
-model of the seed with the best *validation* error is copied to ``benchmarks/results/<name>/best.dw``:
-test data never chooses a model, a checkpoint or a hyperparameter.
+evaluated the same way, and writes ``benchmarks/results/<name>/results.json`` and ``results.md``.
+
+The headline model, saved as ``benchmarks/results/<name>/best.dw``, is chosen on *validation* error alone:
+the seed with the lowest one, or, with two seeds or more, the ensemble of all seeds (``deepwiener.Ensemble``,
+the average of their simulations) when its validation error on the same held-out tails is lower still. Test
+data never chooses a model, a checkpoint or a hyperparameter.
 """
 
 from __future__ import annotations
@@ -35,12 +39,16 @@ import numpy as np
 import torch
 
 from deepwiener.baselines import SummedLinear, best_linear
-from deepwiener.config import resolve
+from deepwiener.config import RunConfig, resolve
 from deepwiener.data import Benchmark, output_increments, split_validation
+from deepwiener.ensemble import Ensemble
 from deepwiener.evaluation import evaluate_all
-from deepwiener.runs import RunDir, train_run
+from deepwiener.io import load, read_info, save
+from deepwiener.runs import RunDir, merge_descriptions, train_run
+from deepwiener.training import split_training, validation_rmse
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 RESULTS = HERE.parent / "results"
 
 # Published references (from shared/data/README.md): RMSE in the benchmark's unit, per test set.
@@ -106,7 +114,7 @@ def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | Non
     with RunDir.create(run_path, config=cfg, force=True) as run:
         outcome = train_run(run, cfg, data, on_epoch=progress)
     wall = time.monotonic() - start
-    return {"seed": seed, "run": str(run_path.relative_to(HERE.parent.parent)), "config": cfg.to_tables(),
+    return {"seed": seed, "run": str(run_path.relative_to(ROOT)), "config": cfg.to_tables(),
             "n_parameters": outcome.model.n_parameters, "wall_seconds": round(wall, 1),
             "epochs": outcome.result.epochs_run, "best_epoch": outcome.result.best_epoch,
             "stopped": outcome.result.stopped, "best_val_rmse": outcome.result.best_val_rmse,
@@ -117,11 +125,45 @@ def merge_runs(results_file: Path, runs: list[dict[str, Any]], command: str) -> 
     """``runs`` plus the runs of other seeds in an earlier ``results_file`` (each keeps its commit), by seed,
     and the commands of both."""
     if not results_file.exists():
-        sys.exit(f"--add: no earlier result {results_file}")
+        sys.exit(f"no earlier result {results_file} to add to or rescore")
     earlier = json.loads(results_file.read_text())
     new_seeds = {r["seed"] for r in runs}
     kept = [{**r, "commit": r.get("commit", earlier["commit"])} for r in earlier["runs"] if r["seed"] not in new_seeds]
     return sorted(kept + runs, key=lambda r: r["seed"]), f"{earlier['command']} && {command}"
+
+
+def earlier_runs(results_file: Path, command: str) -> tuple[list[dict[str, Any]], str]:
+    """The runs of an earlier ``results_file`` (each keeps its commit) and its command followed by ``command``."""
+    return merge_runs(results_file, [], command)
+
+
+def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: Path) -> dict[str, Any]:
+    """Choose the headline model on validation error and save it as ``out/best.dw``.
+
+    The seed with the lowest validation RMSE, or the ensemble of all seeds when its validation RMSE (the same
+    held-out tails, simulated the same way) is lower. Returns ``{"model", "val_rmse"}`` and, with two seeds or
+    more, ``"ensemble"``: its seeds, validation RMSE, parameter count and test metrics.
+    """
+    best = min(runs, key=lambda r: r["best_val_rmse"])
+    choice: dict[str, Any] = {"model": f"seed {best['seed']}", "val_rmse": best["best_val_rmse"]}
+    paths = [ROOT / r["run"] / "model.dw" for r in runs]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        sys.exit(f"model files missing (runs are not committed): {missing}; train those seeds again")
+    if len(runs) > 1:
+        ensemble = Ensemble([load(p) for p in paths])
+        _, val_records = split_training(list(data.train), None, cfg.train)
+        val = validation_rmse(ensemble, val_records, None)
+        choice["ensemble"] = {"seeds": [r["seed"] for r in runs], "val_rmse": val,
+                              "n_parameters": ensemble.n_parameters, "metrics": evaluate_all(ensemble, data)}
+        if val < best["best_val_rmse"]:
+            choice.update(model="ensemble", val_rmse=val)
+            extra = {**merge_descriptions([read_info(p)["extra"] for p in paths]),
+                     "members": [str(p.relative_to(ROOT)) for p in paths]}
+            save(ensemble, out / "best.dw", extra=extra)
+            return choice
+    shutil.copyfile(paths[runs.index(best)], out / "best.dw")
+    return choice
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -154,6 +196,12 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [f"deepwiener {layer}", "mean ± std", *[f"{s[t]['mean']:.4g} ± {s[t]['std']:.2g}" for t in tests],
                  "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
+    ens = result["headline"].get("ensemble")
+    if ens:
+        cells = [f"deepwiener {layer}", "ensemble of " + ", ".join(map(str, ens["seeds"])),
+                 *[f"{ens['metrics'][t]['rmse']:.4g}" for t in tests], f"{ens['metrics'][tests[0]]['fit']:.2f}",
+                 str(ens["n_parameters"]), ""]
+        lines.append("| " + " | ".join(cells) + " |")
     lin = result["linear"]
     cells = [f"linear ({lin['model']}, ours)", "", *[f"{lin['metrics'][t]['rmse']:.4g}" for t in tests],
              f"{lin['metrics'][tests[0]]['fit']:.2f}", "", ""]
@@ -162,7 +210,12 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [f"{ref} (published)" if "published" not in ref else ref, "",
                  *[str(refs.get(t, {}).get(ref, "")) for t in tests], "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Best seed by validation RMSE: {result['best_seed']} (saved as best.dw).", ""]
+    head = result["headline"]
+    lines += ["", f"Best seed by validation RMSE: {result['best_seed']}."]
+    if ens:
+        lines.append(f"Validation RMSE [{result['val_unit']}]: best seed {min(r['best_val_rmse'] for r in runs):.5g}, "
+                     f"ensemble {ens['val_rmse']:.5g}.")
+    lines += [f"Headline (lowest validation RMSE, saved as best.dw): {head['model']}.", ""]
     return "\n".join(lines)
 
 
@@ -181,42 +234,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each in its own process")
     parser.add_argument("--add", action="store_true",
                         help="keep the runs of other seeds already in results.json (add seeds to a result)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: recompute the headline, the linear baseline and the tables from the "
+                             "runs in results.json (their run directories must be present)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         sys.exit(f"--jobs must be >= 1, got {args.jobs}")
+    if args.rescore and args.add:
+        sys.exit("--rescore trains nothing, so --add has no seeds to add; give one of them")
     set_threads(args.threads)
     config_file = HERE / "configs" / f"{args.name}.toml"
     if not config_file.exists():
         names = sorted(p.stem for p in (HERE / "configs").glob("*.toml"))
         sys.exit(f"no configuration {config_file}; available: {names}")
     commit = git_commit()  # the code that trains, not whatever HEAD is when training ends
-    if args.jobs == 1:
-        runs = [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
-    else:
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=set_threads,
-                                 initargs=(args.threads,)) as pool:
-            runs = list(pool.map(train_seed, repeat(args.name), repeat(config_file), args.seeds,
-                                 repeat(args.max_minutes)))
     command, out = " ".join(sys.argv), RESULTS / args.name
-    for run in runs:
-        run["commit"] = commit
-    fresh = {r["seed"] for r in runs}
-    if args.add:
-        runs, command = merge_runs(out / "results.json", runs, command)
+    if args.rescore:
+        runs, command = earlier_runs(out / "results.json", command)
+    else:
+        runs = train_seeds(args, config_file)
+        for run in runs:
+            run["commit"] = commit
+        if args.add:
+            runs, command = merge_runs(out / "results.json", runs, command)
     cfg = resolve(config_file)
     data = cfg.data.load()
-    best = min(runs, key=lambda r: r["best_val_rmse"])
-    result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "command": command,
-              "machine": machine(), "commit": commit, "runs": runs, "summary": summarize(runs),
-              "best_seed": best["seed"], "linear": linear_baseline(data, cfg.train.val_fraction,
-                                                                          bool(cfg.model.get("integrator")))}
     out.mkdir(parents=True, exist_ok=True)
-    if best["seed"] in fresh:  # a run of this command; a kept run's model is best.dw already
-        shutil.copyfile(RESULTS.parent.parent / best["run"] / "model.dw", out / "best.dw")
+    result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "val_unit": data.train[0].y_unit,
+              "command": command,
+              "machine": machine(), "commit": commit, "runs": runs, "summary": summarize(runs),
+              "best_seed": min(runs, key=lambda r: r["best_val_rmse"])["seed"],
+              "headline": headline(runs, cfg, data, out),
+              "linear": linear_baseline(data, cfg.train.val_fraction, bool(cfg.model.get("integrator")))}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text(markdown(result))
     print(markdown(result))
+
+
+def train_seeds(args: argparse.Namespace, config_file: Path) -> list[dict[str, Any]]:
+    """Train ``args.seeds``, ``args.jobs`` at once; their records for results.json."""
+    if args.jobs == 1:
+        return [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=set_threads,
+                             initargs=(args.threads,)) as pool:
+        return list(pool.map(train_seed, repeat(args.name), repeat(config_file), args.seeds,
+                             repeat(args.max_minutes)))
 
 
 if __name__ == "__main__":

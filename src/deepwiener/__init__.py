@@ -18,6 +18,7 @@ from importlib import metadata
 
 from deepwiener import analysis
 from deepwiener.data import BENCHMARKS, Benchmark, IOData, load_benchmark, read_csv, read_mat, read_npz
+from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
 from deepwiener.evaluation import Metrics, Simulator, evaluate, evaluate_all
 from deepwiener.io import load, save
@@ -37,6 +38,7 @@ __all__ = [
     "DataError",
     "DeepWiener",
     "DeepWienerError",
+    "Ensemble",
     "EpochInfo",
     "FitResult",
     "IOData",

@@ -36,11 +36,12 @@ from deepwiener import report as report_mod
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
 from deepwiener.data.readers import load_variables
+from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError, DataError, DeepWienerError
 from deepwiener.evaluation import Metrics, evaluate_all, input_reach
 from deepwiener.io import atomic_write, load, read_info, save
 from deepwiener.layers import LAYERS
-from deepwiener.runs import RunDir, describe, evaluation_data, resolve_target, train_run
+from deepwiener.runs import RunDir, describe, evaluation_data, merge_descriptions, resolve_target, train_run
 from deepwiener.training import EpochInfo
 
 logger = logging.getLogger(__name__)
@@ -219,6 +220,21 @@ def simulate(
     lines = [",".join(["time", *names])] + [",".join(f"{v:.10g}" for v in row) for row in table]
     atomic_write(out, "\n".join(lines) + "\n")
     stdout.print(f"wrote {len(y_hat)} samples of {', '.join(names)} to {out}")
+
+
+@app.command(epilog="Example: deepwiener ensemble runs/sb-seed0 runs/sb-seed1 runs/sb-seed2 --out sb-ensemble.dw")
+def ensemble(
+    targets: Annotated[list[Path], typer.Argument(help="Run directories or model files: two or more models of one "
+                                                       "system.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="The ensemble's model file.", show_default=False)],
+) -> None:
+    """Average several models of one system (e.g. seeds): write one model file that simulates each and averages
+    their outputs. Compare it with its members on validation data before using it."""
+    paths = [resolve_target(target)[0] for target in targets]
+    model = Ensemble([load(path) for path in paths])
+    extra = {**merge_descriptions([read_info(path)["extra"] for path in paths]), "members": [str(p) for p in paths]}
+    save(model, out, extra=extra)
+    stdout.print(f"wrote an ensemble of {len(paths)} models ({model.n_parameters} parameters) to {out}")
 
 
 @app.command(epilog="Examples: deepwiener inspect runs/sb-lru --out runs/sb-lru/inspect --json inspect.json  |  "

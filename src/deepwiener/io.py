@@ -1,17 +1,21 @@
 """Model files: ``save``/``load`` of every model kind as safetensors plus JSON metadata; atomic writes.
 
-Three kinds of model are stored: ``"deepwiener"`` (:class:`~deepwiener.model.DeepWiener`), ``"rnn"``
-(:class:`~deepwiener.baselines.rnn.RNNModel`) and ``"linear"``
-(:class:`~deepwiener.baselines.linear.LinearStateSpace`). A model file (``*.dw``) is a plain safetensors file:
-the model's ``state_dict`` (weights and the scaler buffers ``u_mean, u_std, y_mean, y_std``) as tensors (for
-a linear model: ``A, B, C, D`` and the scaler, float64), and string metadata:
+Four kinds of model are stored: ``"deepwiener"`` (:class:`~deepwiener.model.DeepWiener`), ``"rnn"``
+(:class:`~deepwiener.baselines.rnn.RNNModel`), ``"linear"``
+(:class:`~deepwiener.baselines.linear.LinearStateSpace`) and ``"ensemble"``
+(:class:`~deepwiener.ensemble.Ensemble` of models of the other kinds). A model file (``*.dw``) is a plain
+safetensors file: the model's ``state_dict`` (weights and the scaler buffers ``u_mean, u_std, y_mean,
+y_std``) as tensors (for a linear model: ``A, B, C, D`` and the scaler, float64), and string metadata:
 
 - ``format``: ``"deepwiener-model/1"``;
-- ``kind``: ``"deepwiener"``, ``"rnn"`` or ``"linear"`` (files without it hold a deep Wiener model);
+- ``kind``: ``"deepwiener"``, ``"rnn"``, ``"linear"`` or ``"ensemble"`` (files without it hold a deep Wiener
+  model);
 - ``config``: the model's config as JSON (``ModelConfig``, ``RNNConfig``, or :class:`LinearFileConfig`:
-  architecture, ``dt``, seed);
-- ``scaler``: the normalisation statistics as JSON (a readable copy of the scaler buffers);
-- ``dtype``: ``"float32"`` or ``"float64"``;
+  architecture, ``dt``, seed); for an ensemble ``{"members": [{"kind", "dtype", "config"}, ...]}``, whose
+  member ``i`` owns the tensors named ``member<i>.<name>``;
+- ``scaler``: the normalisation statistics as JSON (a readable copy of the scaler buffers; a list of them,
+  one per member, for an ensemble);
+- ``dtype``: ``"float32"`` or ``"float64"`` (for an ensemble, the widest of its members');
 - ``versions``: JSON of the python, torch, numpy and deepwiener versions that wrote the file;
 - ``sha256``: a SHA-256 over the tensor names, dtypes, shapes and bytes (detects silent corruption);
 - ``extra``: JSON chosen by the caller (the command line stores the data's channel names and source).
@@ -33,7 +37,7 @@ import uuid
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import safetensors.torch
@@ -41,6 +45,7 @@ import torch
 
 from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.baselines.rnn import RNNConfig, RNNModel
+from deepwiener.ensemble import Ensemble, Member
 from deepwiener.errors import DeepWienerError, ModelFileError
 from deepwiener.model import DeepWiener, ModelConfig
 from deepwiener.simulator import DictConfig, check_positive_ints, check_sampling_time
@@ -53,7 +58,7 @@ _REQUIRED_METADATA = ("format", "config", "dtype", "sha256")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _LINEAR_TENSORS = ("A", "B", "C", "D", "u_mean", "u_std", "y_mean", "y_std")
 
-Model = DeepWiener | RNNModel | LinearStateSpace
+Model = DeepWiener | RNNModel | LinearStateSpace | Ensemble
 """What a model file holds."""
 
 
@@ -77,12 +82,19 @@ class LinearFileConfig(DictConfig):
                 "y_mean": (p,), "y_std": (p,)}
 
 
-_CONFIGS: dict[str, type[ModelConfig] | type[RNNConfig] | type[LinearFileConfig]] = {
-    "deepwiener": ModelConfig, "rnn": RNNConfig, "linear": LinearFileConfig,
-}
+MemberConfig = ModelConfig | RNNConfig | LinearFileConfig
+_CONFIGS: dict[str, type[MemberConfig]] = {"deepwiener": ModelConfig, "rnn": RNNConfig, "linear": LinearFileConfig}
 _NETWORKS: dict[str, type[DeepWiener] | type[RNNModel]] = {"deepwiener": DeepWiener, "rnn": RNNModel}
-KINDS: tuple[str, ...] = tuple(_CONFIGS)
+KINDS: tuple[str, ...] = (*_CONFIGS, "ensemble")
 """The model kinds a file may hold."""
+
+
+class EnsembleMember(NamedTuple):
+    """One member of an ensemble file: its kind, dtype name and validated config."""
+
+    kind: str
+    dtype: str
+    config: MemberConfig
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
@@ -129,8 +141,8 @@ def save(model: Model, path: str | Path, *, extra: Mapping[str, Any] | None = No
     """Save a model (weights, config, normalisation, versions) to a safetensors file, atomically.
 
     Args:
-        model: a ``DeepWiener`` or ``RNNModel`` (parameters float32 or float64, on any device), or a
-            ``LinearStateSpace``.
+        model: a ``DeepWiener`` or ``RNNModel`` (parameters float32 or float64, on any device), a
+            ``LinearStateSpace``, or an ``Ensemble`` of those.
         path: destination, conventionally ``*.dw``.
         extra: JSON-serialisable information stored with the model (returned by :func:`read_info`).
 
@@ -141,26 +153,25 @@ def save(model: Model, path: str | Path, *, extra: Mapping[str, Any] | None = No
         ModelFileError: another type of model, a dtype other than float32/float64, or ``extra`` that is not
             JSON-serialisable.
     """
-    if isinstance(model, LinearStateSpace):
-        kind, config = "linear", LinearFileConfig(model.n_u, model.n_y, model.n_states, float(model.dt))
-        tensors = {name: torch.from_numpy(np.array(getattr(model, name), dtype=np.float64, order="C"))
-                   for name in _LINEAR_TENSORS}
-    elif isinstance(model, DeepWiener | RNNModel):
-        kind, config = ("deepwiener" if isinstance(model, DeepWiener) else "rnn"), model.config
-        tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    if isinstance(model, Ensemble):
+        parts = [_parts(member, path) for member in model.members]
+        kind = "ensemble"
+        config: Any = {"members": [{"kind": k, "dtype": _dtype_name(t["u_mean"].dtype), "config": c}
+                                   for k, c, t in parts]}
+        tensors = {f"{_member_prefix(i)}{name}": t for i, (_, _, own) in enumerate(parts) for name, t in own.items()}
+        scaler: Any = [_scaler(own) for _, _, own in parts]
+        dtype = max((entry["dtype"] for entry in config["members"]), key=lambda name: _DTYPES[name].itemsize)
     else:
-        raise ModelFileError(f"{path}: cannot save a {type(model).__name__}; expected a DeepWiener, RNNModel or "
-                             "LinearStateSpace")
-    dtype = _dtype_name(tensors["u_mean"].dtype)
+        kind, config, tensors = _parts(model, path)
+        scaler, dtype = _scaler(tensors), _dtype_name(tensors["u_mean"].dtype)
     try:
         extra_json = json.dumps(dict(extra or {}))
     except TypeError as exc:
         raise ModelFileError(f"{path}: cannot store extra information: {exc}") from exc
-    scaler = {name: tensors[name].double().tolist() for name in ("u_mean", "u_std", "y_mean", "y_std")}
     meta = {
         "format": FORMAT,
         "kind": kind,
-        "config": json.dumps(config.to_dict()),
+        "config": json.dumps(config),
         "scaler": json.dumps(scaler),
         "dtype": dtype,
         "versions": json.dumps(versions()),
@@ -178,8 +189,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Model:
         device: where to put a torch model (a ``LinearStateSpace`` is numpy).
 
     Returns:
-        The model of the file's kind: a ``DeepWiener`` or ``RNNModel`` in eval mode, or a ``LinearStateSpace``,
-        with its config, dt and normalisation restored.
+        The model of the file's kind: a ``DeepWiener`` or ``RNNModel`` in eval mode, a ``LinearStateSpace``,
+        or an ``Ensemble`` of those, with configs, dt and normalisation restored.
 
     Raises:
         ModelFileError: naming the file and the reason: missing file, not a safetensors file, truncated,
@@ -195,16 +206,20 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Model:
         raise ModelFileError(f"{path}: damaged tensor data: {exc}") from exc
     if _digest(tensors) != meta["sha256"]:
         raise ModelFileError(f"{path}: checksum mismatch: the tensor data is corrupt")
-    if isinstance(config, LinearFileConfig):
-        _check_tensors(path, config.shapes(), tensors)
-        try:
-            return LinearStateSpace(**{name: tensors[name].numpy() for name in _LINEAR_TENSORS}, dt=config.dt)
-        except DeepWienerError as exc:
-            raise ModelFileError(f"{path}: invalid linear model: {exc}") from exc
-    model = _NETWORKS[kind].from_config(config).to(_DTYPES[meta["dtype"]])
-    _check_tensors(path, {name: tuple(t.shape) for name, t in model.state_dict().items()}, tensors)
-    model.load_state_dict(tensors, strict=True)
-    return model.to(device).eval()
+    if not isinstance(config, list):
+        return _build(path, kind, config, meta["dtype"], tensors, device)
+    owned = {name for name in tensors if any(name.startswith(_member_prefix(i)) for i in range(len(config)))}
+    if owned != set(tensors):
+        raise ModelFileError(f"{path}: tensors of no ensemble member: {sorted(set(tensors) - owned)}")
+    members = []
+    for i, member in enumerate(config):
+        prefix = _member_prefix(i)
+        own = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+        members.append(_build(path, member.kind, member.config, member.dtype, own, device))
+    try:
+        return Ensemble(members)
+    except DeepWienerError as exc:
+        raise ModelFileError(f"{path}: invalid ensemble: {exc}") from exc
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
@@ -226,6 +241,45 @@ def read_info(path: str | Path) -> dict[str, Any]:
     for key in ("config", "scaler", "versions", "extra"):
         info[key] = _json(path, meta, key) if key in meta else {}
     return info
+
+
+def _parts(model: Member, path: str | Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """(kind, config as plain data, tensors) of one model that is not an ensemble."""
+    if isinstance(model, LinearStateSpace):
+        config = LinearFileConfig(model.n_u, model.n_y, model.n_states, float(model.dt))
+        return "linear", config.to_dict(), {name: torch.from_numpy(np.array(getattr(model, name), dtype=np.float64,
+                                                                             order="C")) for name in _LINEAR_TENSORS}
+    if isinstance(model, DeepWiener | RNNModel):
+        kind = "deepwiener" if isinstance(model, DeepWiener) else "rnn"
+        return kind, model.config.to_dict(), {name: t.detach().cpu().contiguous()
+                                              for name, t in model.state_dict().items()}
+    raise ModelFileError(f"{path}: cannot save a {type(model).__name__}; expected a DeepWiener, RNNModel, "
+                         "LinearStateSpace or Ensemble")
+
+
+def _build(path: Path, kind: str, config: MemberConfig, dtype: str, tensors: Mapping[str, torch.Tensor],
+           device: str | torch.device) -> Member:
+    """The model of one kind (not an ensemble) from its validated config and its tensors."""
+    if isinstance(config, LinearFileConfig):
+        _check_tensors(path, config.shapes(), tensors)
+        try:
+            return LinearStateSpace(**{name: tensors[name].numpy() for name in _LINEAR_TENSORS}, dt=config.dt)
+        except DeepWienerError as exc:
+            raise ModelFileError(f"{path}: invalid linear model: {exc}") from exc
+    model = _NETWORKS[kind].from_config(config).to(_DTYPES[dtype])
+    _check_tensors(path, {name: tuple(t.shape) for name, t in model.state_dict().items()}, tensors)
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval()
+
+
+def _scaler(tensors: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
+    """A readable copy of a model's normalisation statistics."""
+    return {name: tensors[name].double().tolist() for name in ("u_mean", "u_std", "y_mean", "y_std")}
+
+
+def _member_prefix(index: int) -> str:
+    """The prefix of the tensor names of ensemble member ``index``."""
+    return f"member{index}."
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -292,16 +346,37 @@ def _json(path: Path, meta: Mapping[str, str], key: str) -> Any:
         raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON: {exc}") from exc
 
 
-def _config(path: Path, meta: Mapping[str, str]) -> tuple[str, ModelConfig | RNNConfig | LinearFileConfig]:
-    """The file's kind and its validated config."""
+def _config(path: Path, meta: Mapping[str, str]) -> tuple[str, MemberConfig | list[EnsembleMember]]:
+    """The file's kind and its validated config (for an ensemble: each member's kind, dtype and config)."""
     kind = meta.get("kind", "deepwiener")  # files written before kinds existed hold deep Wiener models
-    if kind not in _CONFIGS:
+    if kind not in KINDS:
         raise ModelFileError(f"{path}: unknown model kind {kind!r}; this deepwiener reads {list(KINDS)}")
     data = _json(path, meta, "config")
     if not isinstance(data, dict):
         raise ModelFileError(f"{path}: metadata 'config' is not a JSON object")
+    if kind != "ensemble":
+        return kind, _member_config(path, kind, data)
+    entries = data.get("members")
+    if set(data) != {"members"} or not isinstance(entries, list) or len(entries) < 2:
+        raise ModelFileError(f"{path}: an ensemble's config must be {{\"members\": [two or more members]}}")
+    members = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"kind", "dtype", "config"}:
+            raise ModelFileError(f"{path}: ensemble member {i} must have the keys kind, dtype and config")
+        if entry["kind"] not in _CONFIGS:
+            raise ModelFileError(f"{path}: ensemble member {i} has kind {entry['kind']!r}; expected one of "
+                                 f"{list(_CONFIGS)}")
+        if entry["dtype"] not in _DTYPES or not isinstance(entry["config"], dict):
+            raise ModelFileError(f"{path}: ensemble member {i} has an unsupported dtype or a config that is not a "
+                                 "JSON object")
+        members.append(EnsembleMember(entry["kind"], entry["dtype"],
+                                      _member_config(path, entry["kind"], entry["config"])))
+    return kind, members
+
+
+def _member_config(path: Path, kind: str, data: dict[str, Any]) -> MemberConfig:
     try:
-        return kind, _CONFIGS[kind].from_dict(data)
+        return _CONFIGS[kind].from_dict(data)
     except (DeepWienerError, TypeError) as exc:
         raise ModelFileError(f"{path}: invalid model config: {exc} (model kind {kind!r})") from exc
 

@@ -292,6 +292,18 @@ def describe(data: Benchmark) -> dict[str, Any]:
             "u_low": inputs.min(axis=0).tolist(), "u_high": inputs.max(axis=0).tolist()}
 
 
+def merge_descriptions(extras: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``describe`` information of an ensemble from its members' (``read_info(path)["extra"]``): the entries
+    on which all members agree, and the union of their input ranges when every member stores one."""
+    if not extras:
+        return {}
+    shared = {key: value for key, value in extras[0].items() if all(e.get(key) == value for e in extras[1:])}
+    if all("u_low" in e and "u_high" in e for e in extras):
+        shared["u_low"] = np.min([e["u_low"] for e in extras], axis=0).tolist()
+        shared["u_high"] = np.max([e["u_high"] for e in extras], axis=0).tolist()
+    return shared
+
+
 def resolve_target(target: str | Path) -> tuple[Path, RunDir | None]:
     """The model file of a complete run directory, or a model file itself.
 

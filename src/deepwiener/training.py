@@ -190,9 +190,9 @@ class ValidationRecord(NamedTuple):
     start: int
 
 
-def _split(records: list[IOData], val: Sequence[IOData] | None,
-           config: TrainConfig) -> tuple[list[IOData], list[ValidationRecord]]:
-    """Training parts and validation records.
+def split_training(records: list[IOData], val: Sequence[IOData] | None,
+                   config: TrainConfig) -> tuple[list[IOData], list[ValidationRecord]]:
+    """Training parts and validation records, as ``fit`` makes them (score other models on the same records).
 
     Held-out tails are validated by simulating the whole record (the training part warms the state up,
     using its inputs only) and scoring the tail; given validation records are scored after the washout.
@@ -282,7 +282,7 @@ def fit(
                 f"record {rec.name!r} has n_u={rec.n_u}, n_y={rec.n_y}; the model expects "
                 f"n_u={model.config.n_u}, n_y={model.config.n_y}"
             )
-    train_parts, val_parts = _split(records, val, config)
+    train_parts, val_parts = split_training(records, val, config)
     _check_records_dt([v.data for v in val_parts], records[0])
     model.with_dt(records[0].dt)
     stats = fit_scaler(train_parts)
@@ -464,7 +464,7 @@ def fit_linear(
     start = time.monotonic()
     records = _as_records(train, "training")
     _check_records_dt(records, records[0])
-    train_parts, val_parts = _split(records, val, config)
+    train_parts, val_parts = split_training(records, val, config)
     _check_records_dt([v.data for v in val_parts], records[0])
     linear = identify_linear(train_parts, val_parts, options=options)
     val_rmse = validation_rmse(linear, val_parts, None)

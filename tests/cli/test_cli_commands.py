@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import SILVERBOX_DT, run_cli, write_csv
 
 import deepwiener as dw
+from deepwiener.io import read_info
 
 
-@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "simulate"])
+@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "simulate", "ensemble"])
 def test_help_lists_commands_with_examples(command: str) -> None:
     top = run_cli(["--help"])
     assert top.code == 0 and command in top.out
@@ -135,3 +137,43 @@ def test_integrator_flag_trains_an_integrating_model(cli_env: Path, tmp_path: Pa
     refused = run_cli(["train", "--benchmark", "emps", "--model", "lstm", "--integrator", "--epochs", 1,
                        "--out", tmp_path / "lstm"])
     assert refused.code == 2 and "integrator" in refused.err
+
+
+def test_ensemble_of_two_models_evaluates_and_simulates(csv_run: Path, silverbox_slices: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    first = dw.load(csv_run / "model.dw")
+    second = dw.load(csv_run / "model.dw")
+    with torch.no_grad():
+        second.decoder.weight.mul_(1.5)  # another model of the same system
+    extra = {**read_info(csv_run / "model.dw")["extra"], "u_low": [-9.0], "source": "elsewhere"}
+    dw.save(second, tmp_path / "second.dw", extra=extra)
+
+    made = run_cli(["ensemble", csv_run, tmp_path / "second.dw", "--out", tmp_path / "e.dw"])
+    assert made.code == 0, made.err
+    assert "wrote an ensemble of 2 models" in made.out
+    info = read_info(tmp_path / "e.dw")
+    assert info["kind"] == "ensemble" and info["extra"]["u_low"] == [-9.0] and "source" not in info["extra"]
+    assert info["extra"]["u_names"] == ["V1"] and len(info["extra"]["members"]) == 2
+
+    test = dw.read_csv(silverbox_slices["test"], "V1", "V2", SILVERBOX_DT)
+    y_mean = (first.simulate(test.u) + second.simulate(test.u)) / 2
+    evaluate = run_cli(["evaluate", tmp_path / "e.dw", "--csv", silverbox_slices["test"], "--u", "V1", "--y", "V2",
+                        "--dt", SILVERBOX_DT, "--init-window", 50, "--json", tmp_path / "m.json"])
+    assert evaluate.code == 0, evaluate.err
+    rmse = json.loads((tmp_path / "m.json").read_text())["test"]["rmse"]
+    assert rmse == pytest.approx(float(dw.rmse(test.y[50:], y_mean[50:])), rel=1e-9)
+    simulate = run_cli(["simulate", tmp_path / "e.dw", "--csv", silverbox_slices["test"], "--out", tmp_path / "y.csv"])
+    assert simulate.code == 0, simulate.err
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "y.csv", delimiter=",", skiprows=1)[:, 1], y_mean[:, 0],
+                               rtol=1e-8, atol=1e-12)
+
+
+def test_ensemble_refuses_one_model_and_other_sampling_times(csv_run: Path, tmp_path: Path) -> None:
+    alone = run_cli(["ensemble", csv_run, "--out", tmp_path / "e.dw"])
+    assert alone.code == 2 and "at least two models, got 1" in alone.err
+    other = dw.load(csv_run / "model.dw")
+    other.with_dt(2 * other.dt)
+    dw.save(other, tmp_path / "other.dw")
+    mixed = run_cli(["ensemble", csv_run, tmp_path / "other.dw", "--out", tmp_path / "e.dw"])
+    assert mixed.code == 2 and "disagree on the sampling time" in mixed.err
+    assert not (tmp_path / "e.dw").exists()

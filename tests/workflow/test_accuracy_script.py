@@ -1,12 +1,18 @@
-"""benchmarks/accuracy/run.py --add: runs of other seeds are kept with their commit; re-run seeds replace theirs."""
+"""benchmarks/accuracy/run.py: --add keeps other seeds' runs with their commit; the headline (best seed or the
+ensemble of all seeds) is chosen on validation error and saved as best.dw."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
+from types import MappingProxyType, SimpleNamespace
 
+import numpy as np
 import pytest
+
+from deepwiener import Benchmark, DeepWiener, Ensemble, IOData, TrainConfig
+from deepwiener.io import load, read_info, save
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy" / "run.py"
 
@@ -33,3 +39,52 @@ def test_merge_runs_keeps_other_seeds_and_replaces_rerun_ones(tmp_path: Path) ->
 def test_merge_runs_without_an_earlier_result_exits(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no earlier result"):
         _script().merge_runs(tmp_path / "results.json", [], "run.py x --add")
+
+
+def _headline_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_rmse: tuple[float, float]):
+    """Two tiny saved models as the runs of seeds 0 and 1, their data, and the script module pointed at them."""
+    script = _script()
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(400, 1))
+    record = IOData(u, np.convolve(u[:, 0], [0.5, 0.3, 0.1])[:400, None], dt=0.1)
+    data = Benchmark(name="toy", train=(record,), tests=MappingProxyType({"test": record}), init_window=5, unit="",
+                     scale=1.0)
+    runs = []
+    for seed, val in enumerate(val_rmse):
+        model = DeepWiener(n_u=1, n_y=1, layer="lru", d_model=2, d_state=2, n_layers=1, seed=seed)
+        model.with_dt(0.1)
+        save(model, tmp_path / f"r{seed}" / "model.dw", extra={"u_low": [float(seed)], "u_high": [2.0]})
+        runs.append({"seed": seed, "run": f"r{seed}", "best_val_rmse": val})
+    out = tmp_path / "out"
+    out.mkdir()
+    return script, runs, SimpleNamespace(train=TrainConfig(val_fraction=0.25)), data, out
+
+
+def test_headline_is_the_ensemble_when_its_validation_error_is_lower(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    script, runs, cfg, data, out = _headline_case(tmp_path, monkeypatch, (1e9, 2e9))  # members far worse
+    choice = script.headline(runs, cfg, data, out)
+    ensemble = load(out / "best.dw")
+    assert choice["model"] == "ensemble" and isinstance(ensemble, Ensemble)
+    split = 300  # the held-out tail of val_fraction 0.25, as fit makes it
+    expected = np.sqrt(np.mean((data.train[0].y[split:] - ensemble.simulate(data.train[0].u)[split:]) ** 2))
+    assert choice["val_rmse"] == pytest.approx(expected, rel=1e-12)
+    assert choice["ensemble"]["seeds"] == [0, 1] and choice["ensemble"]["metrics"]["test"]["n_samples"] == 395
+    assert read_info(out / "best.dw")["extra"] == {"u_low": [0.0], "u_high": [2.0], "members": ["r0/model.dw",
+                                                                                               "r1/model.dw"]}
+
+
+def test_headline_is_the_best_seed_when_the_ensemble_validates_worse(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    script, runs, cfg, data, out = _headline_case(tmp_path, monkeypatch, (1e-9, 1e-12))  # seed 1 unbeatable
+    choice = script.headline(runs, cfg, data, out)
+    assert choice["model"] == "seed 1" and choice["val_rmse"] == 1e-12 and choice["ensemble"]["val_rmse"] > 1e-12
+    assert (out / "best.dw").read_bytes() == (tmp_path / "r1" / "model.dw").read_bytes()
+
+
+def test_headline_needs_every_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script, runs, cfg, data, out = _headline_case(tmp_path, monkeypatch, (1.0, 2.0))
+    (tmp_path / "r0" / "model.dw").unlink()
+    with pytest.raises(SystemExit, match=r"model files missing .*r0/model\.dw"):
+        script.headline(runs, cfg, data, out)

@@ -11,6 +11,8 @@ import safetensors.torch
 import torch
 
 from deepwiener import io
+from deepwiener.baselines.linear import LinearStateSpace
+from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ModelFileError
 from deepwiener.model import DeepWiener
 
@@ -123,3 +125,59 @@ def test_invalid_config(saved: Path) -> None:
     _rewrite(saved, io.load(saved).state_dict(), config=json.dumps({"n_u": 1, "n_y": 1, "layer": "lstm"}))
     with pytest.raises(ModelFileError, match=r"model\.dw: invalid model config: unknown layer 'lstm'"):
         io.load(saved)
+
+
+def _ensemble() -> Ensemble:
+    lin = LinearStateSpace(A=[[0.5]], B=[[1.0, 0.5]], C=[[2.0]], D=[[0.0, 0.1]], dt=0.01, u_mean=[0.5, -1.0],
+                           u_std=[2.0, 3.0], y_mean=[0.1], y_std=[4.0])
+    return Ensemble([small_model("lru"), small_model("s4d", torch.float64), lin])
+
+
+def test_ensemble_round_trip(tmp_path: Path) -> None:
+    ensemble = _ensemble()
+    path = io.save(ensemble, tmp_path / "e.dw", extra={"members": ["a", "b", "c"]})
+    loaded = io.load(path)
+    assert isinstance(loaded, Ensemble)
+    assert [type(m).__name__ for m in loaded.members] == ["DeepWiener", "DeepWiener", "LinearStateSpace"]
+    assert loaded.members[0].u_mean.dtype == torch.float32 and loaded.members[1].u_mean.dtype == torch.float64
+    u = np.random.default_rng(0).normal(size=(60, 2))
+    np.testing.assert_array_equal(loaded.simulate(u), ensemble.simulate(u))
+    info = io.read_info(path)
+    assert info["kind"] == "ensemble" and info["dtype"] == "float64" and info["extra"] == {"members": ["a", "b", "c"]}
+    assert [m["kind"] for m in info["config"]["members"]] == ["deepwiener", "deepwiener", "linear"]
+    assert len(info["scaler"]) == 3 and info["scaler"][2]["u_std"] == [2.0, 3.0]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load(path.read_bytes())
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"members": []}, "an ensemble's config must be"),
+    ({"members": [{"kind": "linear"}] * 2, "other": 1}, "an ensemble's config must be"),
+    ({"members": [{"kind": "linear", "dtype": "float64"}] * 2}, "member 0 must have the keys kind, dtype and config"),
+    ({"members": [{"kind": "ensemble", "dtype": "float64", "config": {}}] * 2}, "member 0 has kind 'ensemble'"),
+    ({"members": [{"kind": "linear", "dtype": "int8", "config": {}}] * 2}, "member 0 has an unsupported dtype"),
+])
+def test_bad_ensemble_config(tmp_path: Path, config: dict, message: str) -> None:
+    path = io.save(_ensemble(), tmp_path / "e.dw")
+    _rewrite(path, _tensors(path), config=json.dumps(config))
+    with pytest.raises(ModelFileError, match=rf"e\.dw: (ensemble )?{message}"):
+        io.load(path)
+
+
+def test_ensemble_with_tensors_of_no_member(tmp_path: Path) -> None:
+    path = io.save(_ensemble(), tmp_path / "e.dw")
+    tensors = {**_tensors(path), "member7.A": torch.zeros(1, 1, dtype=torch.float64)}
+    _rewrite(path, tensors, sha256=io._digest(tensors))
+    with pytest.raises(ModelFileError, match=r"e\.dw: tensors of no ensemble member: \['member7\.A'\]"):
+        io.load(path)
+
+
+def test_ensemble_member_that_does_not_fit(tmp_path: Path) -> None:
+    path = io.save(_ensemble(), tmp_path / "e.dw")
+    config = io.read_info(path)["config"]
+    config["members"][2]["config"]["n_states"] = 2
+    _rewrite(path, _tensors(path), config=json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"e\.dw: shape mismatch: tensor 'A' has shape \(1, 1\)"):
+        io.load(path)
