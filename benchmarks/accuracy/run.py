@@ -43,8 +43,8 @@ from deepwiener.config import RunConfig, resolve
 from deepwiener.data import Benchmark, output_increments, split_validation
 from deepwiener.ensemble import Ensemble
 from deepwiener.evaluation import evaluate_all
-from deepwiener.io import load, read_info, save
-from deepwiener.runs import RunDir, merge_descriptions, train_run
+from deepwiener.io import load, save
+from deepwiener.runs import RunDir, describe, train_run
 from deepwiener.training import split_training, validation_rmse
 
 HERE = Path(__file__).resolve().parent
@@ -158,8 +158,7 @@ def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: P
                               "n_parameters": ensemble.n_parameters, "metrics": evaluate_all(ensemble, data)}
         if val < best["best_val_rmse"]:
             choice.update(model="ensemble", val_rmse=val)
-            extra = {**merge_descriptions([read_info(p)["extra"] for p in paths]),
-                     "members": [str(p.relative_to(ROOT)) for p in paths]}
+            extra = {**describe(data), "members": [str(p.relative_to(ROOT)) for p in paths]}
             save(ensemble, out / "best.dw", extra=extra)
             return choice
     shutil.copyfile(paths[runs.index(best)], out / "best.dw")

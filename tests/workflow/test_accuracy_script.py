@@ -13,6 +13,7 @@ import pytest
 
 from deepwiener import Benchmark, DeepWiener, Ensemble, IOData, TrainConfig
 from deepwiener.io import load, read_info, save
+from deepwiener.runs import describe
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy" / "run.py"
 
@@ -54,7 +55,7 @@ def _headline_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_rmse: tu
     for seed, val in enumerate(val_rmse):
         model = DeepWiener(n_u=1, n_y=1, layer="lru", d_model=2, d_state=2, n_layers=1, seed=seed)
         model.with_dt(0.1)
-        save(model, tmp_path / f"r{seed}" / "model.dw", extra={"u_low": [float(seed)], "u_high": [2.0]})
+        save(model, tmp_path / f"r{seed}" / "model.dw")
         runs.append({"seed": seed, "run": f"r{seed}", "best_val_rmse": val})
     out = tmp_path / "out"
     out.mkdir()
@@ -71,8 +72,9 @@ def test_headline_is_the_ensemble_when_its_validation_error_is_lower(tmp_path: P
     expected = np.sqrt(np.mean((data.train[0].y[split:] - ensemble.simulate(data.train[0].u)[split:]) ** 2))
     assert choice["val_rmse"] == pytest.approx(expected, rel=1e-12)
     assert choice["ensemble"]["seeds"] == [0, 1] and choice["ensemble"]["metrics"]["test"]["n_samples"] == 395
-    assert read_info(out / "best.dw")["extra"] == {"u_low": [0.0], "u_high": [2.0], "members": ["r0/model.dw",
-                                                                                               "r1/model.dw"]}
+    extra = read_info(out / "best.dw")["extra"]  # the training data's description, the members
+    assert extra == {**describe(data), "members": ["r0/model.dw", "r1/model.dw"]}
+    assert extra["u_low"] == [float(data.train[0].u.min())]
 
 
 def test_headline_is_the_best_seed_when_the_ensemble_validates_worse(tmp_path: Path,
