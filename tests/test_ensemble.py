@@ -66,3 +66,26 @@ def test_bad_members_are_refused(members: list, message: str) -> None:
 def test_wrong_input_shape_is_refused() -> None:
     with pytest.raises(DataError, match=r"u must have shape \(time, n_u=2\)"):
         Ensemble([deep(0), deep(1)]).simulate(np.zeros((10, 3)))
+
+
+def test_streaming_agrees_with_simulate() -> None:
+    ensemble = Ensemble([deep(0), deep(1), deep(2)])
+    u = np.random.default_rng(2).normal(size=(120, 2))
+    expected = ensemble.simulate(u)
+    streamer = ensemble.fast_stepper()
+    first = np.stack([streamer.step(u_k) for u_k in u[:50]])
+    middle = streamer.state
+    rest = streamer.run(u[50:])
+    np.testing.assert_allclose(np.concatenate([first, rest]), expected, rtol=0, atol=1e-5)  # float32 members
+    streamer.init_state(middle)  # resume from the saved state of every member
+    np.testing.assert_allclose(streamer.run(u[50:]), rest, rtol=0, atol=1e-12)
+    streamer.init_state()
+    np.testing.assert_allclose(streamer.run(u[:50]), first, rtol=0, atol=1e-12)
+    with pytest.raises(DataError, match=r"one state per member \(3\), got 2"):
+        streamer.init_state(middle[:2])
+
+
+def test_streaming_needs_deep_wiener_members() -> None:
+    with pytest.raises(ConfigError, match=r"only deep Wiener models stream; this ensemble also holds "
+                                          r"\['LinearStateSpace'\]"):
+        Ensemble([deep(0), linear()]).fast_stepper()

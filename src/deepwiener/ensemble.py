@@ -7,13 +7,15 @@ averages the outputs sample by sample, in physical units, so it can be evaluated
 best member is a question for validation data, never for test data.
 
 The members may be of any saved kind (deep Wiener, RNN, linear) but must agree on the number of inputs and
-outputs and on the sampling time. An ensemble has no blocks to analyse or reduce: inspect its members.
+outputs and on the sampling time. An ensemble of deep Wiener models streams one sample at a time
+(``fast_stepper``). An ensemble has no blocks to analyse or reduce: inspect its members.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.baselines.rnn import RNNModel
 from deepwiener.errors import ConfigError
 from deepwiener.model import DeepWiener
+
+if TYPE_CHECKING:
+    from deepwiener.engines.streaming import EnsembleStreamer
 
 Member = DeepWiener | RNNModel | LinearStateSpace
 """What an ensemble averages."""
@@ -84,3 +89,20 @@ class Ensemble:
             DataError: a wrong shape or NaN/inf in ``u`` (from the members).
         """
         return np.mean([m.simulate(u) for m in self.members], axis=0)
+
+    def fast_stepper(self) -> EnsembleStreamer:
+        """Streaming simulation, one sample at a time: every member's ``fast_stepper()``, outputs averaged.
+
+        Returns:
+            A streamer (``deepwiener.engines.streaming``): ``step(u_k)`` (n_u,) -> (n_y,), ``run(u)``
+            (T, n_u) -> (T, n_y), ``init_state()``; its ``state`` is the tuple of the members' states.
+
+        Raises:
+            ConfigError: a member that is not a deep Wiener model (only those stream).
+        """
+        from deepwiener.engines.streaming import EnsembleStreamer  # loads numba: only when streaming
+
+        others = [type(m).__name__ for m in self.members if not isinstance(m, DeepWiener)]
+        if others:
+            raise ConfigError(f"only deep Wiener models stream; this ensemble also holds {others}")
+        return EnsembleStreamer([m.fast_stepper() for m in self.members if isinstance(m, DeepWiener)])

@@ -40,6 +40,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -450,6 +451,29 @@ class TorchStreamer(Streamer):
             y_k, self._state = self._stepper.step(u_t[k : k + 1], self._state)
             y[k] = y_k[0].double().cpu().numpy()
         return y
+
+
+class EnsembleStreamer(Streamer):
+    """Streaming simulation of an ensemble (``deepwiener.ensemble.Ensemble``): each member's streamer, the
+    outputs averaged. Its ``state`` is the tuple of the members' states, in order."""
+
+    def __init__(self, streamers: Sequence[Streamer]) -> None:
+        super().__init__(streamers[0].n_u, streamers[0].n_y)
+        self.streamers = tuple(streamers)
+
+    def init_state(self, state: Sequence[ModelState] | None = None) -> None:  # type: ignore[override]
+        if state is not None and len(state) != len(self.streamers):
+            raise DataError(f"an ensemble state holds one state per member ({len(self.streamers)}), got "
+                            f"{len(state)}")
+        for k, streamer in enumerate(self.streamers):
+            streamer.init_state(None if state is None else state[k])
+
+    @property
+    def state(self) -> tuple[ModelState, ...]:  # type: ignore[override]
+        return tuple(streamer.state for streamer in self.streamers)
+
+    def _advance(self, u: np.ndarray) -> np.ndarray:
+        return np.mean([streamer._advance(u) for streamer in self.streamers], axis=0)
 
 
 def fast_stepper(model: DeepWiener) -> Streamer:
