@@ -158,7 +158,8 @@ def save(model: Model, path: str | Path, *, extra: Mapping[str, Any] | None = No
         kind = "ensemble"
         config: Any = {"members": [{"kind": k, "dtype": _dtype_name(t["u_mean"].dtype), "config": c}
                                    for k, c, t in parts]}
-        tensors = {f"{_member_prefix(i)}{name}": t for i, (_, _, own) in enumerate(parts) for name, t in own.items()}
+        tensors = {f"{_member_prefix(i)}{name}": t.clone()  # a model given twice must not share storage
+                   for i, (_, _, own) in enumerate(parts) for name, t in own.items()}
         scaler: Any = [_scaler(own) for _, _, own in parts]
         dtype = max((entry["dtype"] for entry in config["members"]), key=lambda name: _DTYPES[name].itemsize)
     else:

@@ -148,6 +148,14 @@ def test_ensemble_round_trip(tmp_path: Path) -> None:
     assert len(info["scaler"]) == 3 and info["scaler"][2]["u_std"] == [2.0, 3.0]
 
 
+def test_ensemble_of_one_model_twice(tmp_path: Path) -> None:
+    model = small_model()
+    loaded = io.load(io.save(Ensemble([model, model]), tmp_path / "e.dw"))
+    assert loaded.members[0] is not loaded.members[1]
+    u = np.random.default_rng(0).normal(size=(30, 2))
+    np.testing.assert_array_equal(loaded.simulate(u), model.simulate(u))
+
+
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return safetensors.torch.load(path.read_bytes())
 
