@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from deepwiener import analysis, analysis_plots, plots
 from deepwiener.analysis import BlockSystem, Certificate, NonlinearityCurve, NonLTIBlock, ReductionResult
 from deepwiener.data import Benchmark
+from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError
 from deepwiener.evaluation import Metrics
 from deepwiener.io import load, versions
@@ -125,8 +126,11 @@ def require_deep_wiener(model: object, source: str | Path) -> DeepWiener:
     """``model`` itself when it is a deep Wiener model, which the analysis and the reduction need.
 
     Raises:
-        ConfigError: another kind of model (an lstm, gru or linear baseline), naming ``source``.
+        ConfigError: another kind of model (an lstm, gru or linear baseline, an ensemble), naming ``source``.
     """
+    if isinstance(model, Ensemble):
+        raise ConfigError(f"{source} holds an ensemble of {len(model.members)} models, not one deep Wiener model: "
+                          "inspect or reduce each of its members")
     if not isinstance(model, DeepWiener):
         raise ConfigError(f"{source} holds a {type(model).__name__}, not a deep Wiener model: it has no blocks to "
                           "analyse or reduce")
