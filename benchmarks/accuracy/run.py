@@ -261,8 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     data = cfg.data.load()
     out.mkdir(parents=True, exist_ok=True)
     result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "val_unit": data.train[0].y_unit,
-              "command": command,
-              "machine": machine(), "commit": commit, "runs": runs, "summary": summarize(runs),
+              "command": command, "machine": machine(), "commit": commit, "runs": runs, "summary": summarize(runs),
               "best_seed": min(runs, key=lambda r: r["best_val_rmse"])["seed"],
               "headline": headline(runs, cfg, data, out),
               "linear": linear_baseline(data, cfg.train.val_fraction, bool(cfg.model.get("integrator")))}
