@@ -133,11 +133,6 @@ def merge_runs(results_file: Path, runs: list[dict[str, Any]], command: str) -> 
     return sorted(kept + runs, key=lambda r: r["seed"]), f"{earlier['command']} && {command}"
 
 
-def earlier_runs(results_file: Path, command: str) -> tuple[list[dict[str, Any]], str]:
-    """The runs of an earlier ``results_file`` (each keeps its commit) and its command followed by ``command``."""
-    return merge_runs(results_file, [], command)
-
-
 def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: Path) -> dict[str, Any]:
     """Choose the headline model on validation error and save it as ``out/best.dw``.
 
@@ -250,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     commit = git_commit()  # the code that trains, not whatever HEAD is when training ends
     command, out = " ".join(sys.argv), RESULTS / args.name
     if args.rescore:
-        runs, command = earlier_runs(out / "results.json", command)
+        runs, command = merge_runs(out / "results.json", [], command)  # the earlier runs, none replaced
     else:
         runs = train_seeds(args, config_file)
         for run in runs:
