@@ -71,11 +71,16 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def git_commit() -> str:
+def git_commit(root: Path = ROOT) -> str:
+    """The short commit of ``root``, with "+dirty" when code differs from it.
+
+    Results being rewritten (``benchmarks/results``) and configurations (``benchmarks/accuracy/configs``, whose
+    content each result stores in full) do not make the code dirty.
+    """
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"], capture_output=True,
-                               text=True, cwd=ROOT)  # results being rewritten do not make the code dirty
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!benchmarks/results",
+                                ":!benchmarks/accuracy/configs"], capture_output=True, text=True, cwd=root)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except OSError:
         return "unknown"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 
@@ -40,6 +41,26 @@ def test_merge_runs_keeps_other_seeds_and_replaces_rerun_ones(tmp_path: Path) ->
 def test_merge_runs_without_an_earlier_result_exits(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no earlier result"):
         _script().merge_runs(tmp_path / "results.json", [], "run.py x --add")
+
+
+def test_git_commit_is_dirty_for_code_changes_only(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    git_commit = _script().git_commit
+    assert not git_commit(tmp_path).endswith("+dirty")
+    for folder in ("benchmarks/accuracy/configs", "benchmarks/results/new"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "new.toml").write_text("a = 1\n")
+    assert not git_commit(tmp_path).endswith("+dirty")  # a new configuration or result is not a code change
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path).endswith("+dirty")
 
 
 def _headline_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_rmse: tuple[float, float]):
