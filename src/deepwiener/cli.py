@@ -183,12 +183,15 @@ def evaluate(
     dt: DtOpt = None,
     init_window: InitOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the metrics to this JSON file.")] = None,
+    segments: Annotated[int, typer.Option(help="Also print the RMSE of this many consecutive parts of each test "
+                                               "record: where in time the error lies.")] = 0,
 ) -> None:
     """Evaluate a model by the official protocol (free-run simulation; errors after the init window)."""
     model_path, run = resolve_target(target)
     data = evaluation_data(run, _given_data(_data_flags(benchmark, csv, u, y, dt, init_window)))
-    results = evaluate_all(load(model_path), data)
+    results = evaluate_all(load(model_path), data, segments)
     _print_metrics(results, f"{target} on {data.name}")
+    _print_segments(results)
     _print_input_reach(read_info(model_path)["extra"], data)
     if json_path is not None:
         atomic_write(json_path, json.dumps(results, indent=2) + "\n")
@@ -417,6 +420,19 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], lef
 
 def _print_metrics(results: Mapping[str, Metrics], title: str) -> None:
     stdout.print(_table(title, report_mod.METRICS_HEADER, report_mod.metrics_rows(results), left=("test", "unit")))
+
+
+def _print_segments(results: Mapping[str, Metrics]) -> None:
+    """One line per test record and output with the RMSE of each part (``evaluate(..., segments=n)``)."""
+    for name, m in results.items():
+        if "segment_rmse" not in m:
+            continue
+        per_output = np.atleast_2d(np.array(m["segment_rmse"]).T)  # (n_y, segments)
+        for k, values in enumerate(per_output):
+            output = f", output {k + 1}" if len(per_output) > 1 else ""
+            stdout.print(f"{name}{output}: RMSE [{m['unit'] or '-'}] of {len(values)} consecutive parts from sample "
+                         f"{m['segment_starts'][0]}: " + " ".join(f"{v:.3g}" for v in values),
+                         soft_wrap=True, markup=False)
 
 
 def _print_input_reach(extra: Mapping[str, Any], data: Benchmark) -> None:

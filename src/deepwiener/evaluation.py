@@ -8,18 +8,20 @@ NRMSE, FIT and R^2 are unitless. Any object with ``simulate(u) -> y`` and ``dt``
 ``DeepWiener`` model, a linear baseline, ...).
 
 ``input_reach(u, low, high)`` says whether a test input leaves the range of the training inputs, where any
-identified model extrapolates (the command line prints it beside the metrics).
+identified model extrapolates (the command line prints it beside the metrics). ``evaluate(..., segments=n)``
+also gives the RMSE of each of n consecutive parts of the counted samples: where in time the error lies (a
+drift that grows, an input or output range reached only late in the record).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, TypedDict
+from typing import NamedTuple, NotRequired, Protocol, TypedDict
 
 import numpy as np
 
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
-from deepwiener.errors import DataError
+from deepwiener.errors import ConfigError, DataError
 from deepwiener.metrics import fit_percent, nrmse, r2, rmse
 
 
@@ -46,6 +48,8 @@ class Metrics(TypedDict):
         r2: coefficient of determination.
         unit: the unit of ``rmse`` ("" when unknown).
         n_samples: number of samples counted (T - init_window).
+        segment_starts: only with ``segments``: first sample of each part (indices into the record).
+        segment_rmse: only with ``segments``: RMSE in ``unit`` of each part, per-output lists when n_y > 1.
     """
 
     rmse: float | list[float]
@@ -54,9 +58,11 @@ class Metrics(TypedDict):
     r2: float | list[float]
     unit: str
     n_samples: int
+    segment_starts: NotRequired[list[int]]
+    segment_rmse: NotRequired[list[float] | list[list[float]]]
 
 
-def evaluate(model: Simulator, data: IOData, init_window: int = 0) -> Metrics:
+def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int = 0) -> Metrics:
     """Evaluate a model on one record by the official protocol.
 
     Args:
@@ -64,28 +70,40 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0) -> Metrics:
         data: the test record, u: (T, n_u), y: (T, n_y); its ``dt`` must equal the model's (relative
             tolerance 1e-3).
         init_window: leading samples whose errors are not counted, 0 <= init_window < T.
+        segments: 0, or the number of consecutive parts (sizes differing by at most one sample) of the
+            counted samples whose RMSE is also returned, 1 <= segments <= T - init_window.
 
     Returns:
         :class:`Metrics` in ``data.report_unit`` (times ``data.report_scale``) when set, else in
-        ``data.y_unit``.
+        ``data.y_unit``; with ``segments``, also ``segment_starts`` and ``segment_rmse``.
 
     Raises:
         DataError: dt mismatch (both values named), an invalid ``init_window``, or a simulated output of the
             wrong shape or with NaN/inf.
+        ConfigError: ``segments`` is not an integer in [0, T - init_window].
     """
     check_dt(data.dt, model.dt, f"record {data.name!r}")
     if isinstance(init_window, bool) or not isinstance(init_window, int | np.integer) \
             or not 0 <= init_window < len(data):
         raise DataError(f"init_window must be an integer in [0, {len(data)}) for record {data.name!r} "
                         f"({len(data)} samples); got {init_window!r}")
+    n_counted = len(data) - init_window
+    if isinstance(segments, bool) or not isinstance(segments, int | np.integer) or not 0 <= segments <= n_counted:
+        raise ConfigError(f"segments must be an integer in [0, {n_counted}] for record {data.name!r} ({n_counted} "
+                          f"samples counted); got {segments!r}")
     y_hat = np.asarray(model.simulate(data.u), dtype=np.float64)
     if y_hat.shape != data.y.shape:
         raise DataError(f"the model simulated an output of shape {y_hat.shape} for record {data.name!r}; "
                         f"expected {data.y.shape}")
     y, y_hat = report_units(data, data.y[init_window:]), report_units(data, y_hat[init_window:])
-    return Metrics(rmse=_plain(rmse(y, y_hat)), nrmse=_plain(nrmse(y, y_hat)),
-                   fit=_plain(fit_percent(y, y_hat)), r2=_plain(r2(y, y_hat)),
-                   unit=data.report_unit or data.y_unit, n_samples=len(y))
+    metrics = Metrics(rmse=_plain(rmse(y, y_hat)), nrmse=_plain(nrmse(y, y_hat)),
+                      fit=_plain(fit_percent(y, y_hat)), r2=_plain(r2(y, y_hat)),
+                      unit=data.report_unit or data.y_unit, n_samples=len(y))
+    if segments:
+        parts = np.array_split(np.arange(len(y)), segments)
+        metrics["segment_starts"] = [init_window + int(part[0]) for part in parts]
+        metrics["segment_rmse"] = [_plain(rmse(y[part], y_hat[part])) for part in parts]
+    return metrics
 
 
 class InputReach(NamedTuple):
@@ -125,13 +143,14 @@ def input_reach(u: np.ndarray, low: np.ndarray, high: np.ndarray) -> InputReach:
     return InputReach(outside=float(outside.mean()), reach=float(scaled.max(initial=0.0)))
 
 
-def evaluate_all(model: Simulator, bench: Benchmark) -> dict[str, Metrics]:
-    """Evaluate on every test record of a benchmark with its ``init_window``.
+def evaluate_all(model: Simulator, bench: Benchmark, segments: int = 0) -> dict[str, Metrics]:
+    """Evaluate on every test record of a benchmark with its ``init_window`` (and ``segments``, see
+    :func:`evaluate`).
 
     Returns:
         ``{test name: Metrics}`` in the order of ``bench.tests``.
     """
-    return {name: evaluate(model, test, bench.init_window) for name, test in bench.tests.items()}
+    return {name: evaluate(model, test, bench.init_window, segments) for name, test in bench.tests.items()}
 
 
 def report_units(data: IOData, y: np.ndarray) -> np.ndarray:

@@ -70,6 +70,18 @@ def test_csv_run_evaluate_and_simulate(csv_run: Path, silverbox_slices: dict[str
     test = dw.read_csv(test_csv, "V1", "V2", SILVERBOX_DT)
     assert metrics["rmse"] == pytest.approx(float(dw.rmse(test.y[50:], model.simulate(test.u)[50:])), rel=1e-9)
 
+    by_part = run_cli(["evaluate", csv_run / "model.dw", "--csv", test_csv, "--u", "V1", "--y", "V2", "--dt",
+                       SILVERBOX_DT, "--init-window", 50, "--segments", 5, "--json", tmp_path / "s.json"])
+    assert by_part.code == 0, by_part.err
+    parts = json.loads((tmp_path / "s.json").read_text())["test"]
+    error = (test.y - model.simulate(test.u))[:, 0]  # in V: a CSV record has no report unit
+    expected = [float(np.sqrt(np.mean(error[a:a + 190] ** 2))) for a in range(50, 1000, 190)]
+    assert parts["segment_starts"] == [50, 240, 430, 620, 810]
+    assert parts["segment_rmse"] == pytest.approx(expected, rel=1e-9)
+    assert "test: RMSE [-] of 5 consecutive parts from sample 50: " + " ".join(f"{v:.3g}" for v in expected) \
+        in by_part.out
+    assert "consecutive parts" not in evaluate.out
+
     simulate = run_cli(["simulate", csv_run, "--csv", test_csv, "--out", tmp_path / "y.csv"])  # --u from the model
     assert simulate.code == 0, simulate.err
     table = np.loadtxt(tmp_path / "y.csv", delimiter=",", skiprows=1)

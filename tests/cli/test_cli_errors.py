@@ -121,6 +121,11 @@ def test_evaluate_refuses_other_dt(csv_run: Path, silverbox_slices: dict[str, Pa
                           0.002]), "has dt = 0.002 s but the model uses dt = 0.00163")
 
 
+def test_evaluate_refuses_more_segments_than_samples(csv_run: Path, silverbox_slices: dict[str, Path]) -> None:
+    assert_error(run_cli(["evaluate", csv_run, "--csv", silverbox_slices["test"], "--u", "V1", "--y", "V2", "--dt",
+                          SILVERBOX_DT, "--segments", 1001]), "segments must be an integer in [0, 1000]")
+
+
 def test_evaluate_needs_data_for_a_model_file(csv_run: Path) -> None:
     assert_error(run_cli(["evaluate", csv_run / "model.dw"]), "--benchmark NAME or --csv FILE")
 

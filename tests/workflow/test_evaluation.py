@@ -11,7 +11,7 @@ import pytest
 
 from deepwiener.baselines.linear import fit_fir
 from deepwiener.data import IOData, load_benchmark
-from deepwiener.errors import DataError
+from deepwiener.errors import ConfigError, DataError
 from deepwiener.evaluation import evaluate, evaluate_all, input_reach
 
 
@@ -80,6 +80,31 @@ def test_bad_init_window(init_window: object) -> None:
 def test_wrong_simulated_shape() -> None:
     with pytest.raises(DataError, match=r"simulated an output of shape \(9, 1\)"):
         evaluate(Replay(np.ones((9, 1))), IOData(u=np.zeros(10), y=np.arange(10.0), dt=0.1))
+
+
+def test_segments_split_the_counted_samples_in_consecutive_parts() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(53, 2))
+    y_hat = y + rng.normal(size=(53, 2)) * [[0.1, 1.0]]
+    y_hat[:3] += 100.0  # init window: not in any part
+    data = IOData(u=np.zeros(53), y=y, dt=0.1, y_unit="V", report_unit="mV", report_scale=1000.0)
+    m = evaluate(Replay(y_hat), data, init_window=3, segments=4)
+    assert m["segment_starts"] == [3, 16, 29, 41]  # 50 counted samples: parts of 13, 13, 12, 12
+    bounds = [*m["segment_starts"], 53]
+    for part, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        for k in range(2):
+            ref = reference(y[a:b, k].tolist(), y_hat[a:b, k].tolist(), 0, 1000.0)["rmse"]
+            assert m["segment_rmse"][part][k] == pytest.approx(ref, rel=1e-10)
+    assert m["rmse"] == evaluate(Replay(y_hat), data, init_window=3)["rmse"]  # the totals do not change
+    single = evaluate(Replay(y_hat[:, :1]), replace(data, y=y[:, :1]), init_window=3, segments=50)
+    assert single["segment_starts"] == list(range(3, 53)) and isinstance(single["segment_rmse"][0], float)
+    assert "segment_rmse" not in evaluate(Replay(y_hat), data, init_window=3)
+
+
+@pytest.mark.parametrize("segments", [-1, 11, 2.0, True])
+def test_bad_segments(segments: object) -> None:
+    with pytest.raises(ConfigError, match=r"segments must be an integer in \[0, 10\]"):
+        evaluate(Replay(np.ones((12, 1))), IOData(u=np.zeros(12), y=np.arange(12.0), dt=0.1), 2, segments)
 
 
 def test_linear_baseline_is_a_simulator() -> None:
