@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import SILVERBOX_DT, run_cli, write_csv
+from rich.console import Console
 
 import deepwiener as dw
+from deepwiener import cli
 from deepwiener.io import read_info
 
 
@@ -191,3 +194,14 @@ def test_ensemble_refuses_one_model_and_other_sampling_times(csv_run: Path, tmp_
     mixed = run_cli(["ensemble", csv_run, tmp_path / "other.dw", "--out", tmp_path / "e.dw"])
     assert mixed.code == 2 and "disagree on the sampling time" in mixed.err
     assert not (tmp_path / "e.dw").exists()
+
+
+def test_segments_print_one_line_per_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "stdout", Console(file=out, width=80))
+    metrics = {"rmse": [1.0, 2.0], "unit": "mV", "segment_starts": [5, 7, 9],
+               "segment_rmse": [[0.1, 1.5], [0.2, 2.5], [0.3, 3.5]]}
+    cli._print_segments({"rec": metrics, "plain": {"rmse": 1.0, "unit": "V"}})
+    assert out.getvalue().splitlines() == [
+        "rec, output 1: RMSE [mV] of 3 consecutive parts from sample 5: 0.1 0.2 0.3",
+        "rec, output 2: RMSE [mV] of 3 consecutive parts from sample 5: 1.5 2.5 3.5"]
