@@ -6,7 +6,10 @@ The command line turns a ``DeepWienerError`` into one line on stderr and exit co
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
+
+import numpy as np
 
 
 class DeepWienerError(Exception):
@@ -39,3 +42,8 @@ def unknown_name(kind: str, name: object, valid: Iterable[str]) -> ConfigError:
     if close:
         msg += f" (did you mean {close[0]!r}?)"
     return ConfigError(msg)
+
+
+def is_integer_in(value: object, low: int, high: float = math.inf) -> bool:
+    """Whether ``value`` is an integer (Python or NumPy; not a bool) with ``low <= value <= high``."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and low <= value <= high

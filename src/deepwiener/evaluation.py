@@ -21,7 +21,7 @@ import numpy as np
 
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
-from deepwiener.errors import ConfigError, DataError
+from deepwiener.errors import ConfigError, DataError, is_integer_in
 from deepwiener.metrics import fit_percent, nrmse, r2, rmse
 
 
@@ -83,11 +83,11 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
         ConfigError: ``segments`` is not an integer in [0, T - init_window].
     """
     check_dt(data.dt, model.dt, f"record {data.name!r}")
-    if not _integer_in(init_window, 0, len(data) - 1):
+    if not is_integer_in(init_window, 0, len(data) - 1):
         raise DataError(f"init_window must be an integer in [0, {len(data)}) for record {data.name!r} "
                         f"({len(data)} samples); got {init_window!r}")
     n_counted = len(data) - init_window
-    if not _integer_in(segments, 0, n_counted):
+    if not is_integer_in(segments, 0, n_counted):
         raise ConfigError(f"segments must be an integer in [0, {n_counted}] for record {data.name!r} ({n_counted} "
                           f"samples counted); got {segments!r}")
     y_hat = np.asarray(model.simulate(data.u), dtype=np.float64)
@@ -163,11 +163,6 @@ def report_units(data: IOData, y: np.ndarray) -> np.ndarray:
         (T, n_y) in ``data.report_unit`` (scaled) when set, else unchanged.
     """
     return y * (data.report_scale if data.report_unit else 1.0)
-
-
-def _integer_in(value: object, low: int, high: int) -> bool:
-    """Whether ``value`` is an integer (not a bool) with low <= value <= high."""
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and low <= value <= high
 
 
 def _plain(value: float | np.ndarray) -> float | list[float]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepwiener.errors import ConfigError, DataError
+from deepwiener.errors import ConfigError, DataError, is_integer_in
 
 
 class DictConfig:
@@ -53,7 +53,7 @@ def check_positive_ints(config: object, names: tuple[str, ...]) -> None:
     """Raise ConfigError unless each named attribute of ``config`` is a positive integer (not a bool)."""
     for name in names:
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if not is_integer_in(value, 1):
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 

@@ -138,6 +138,8 @@ def test_training_step_lowers_loss(name: str, mode: str) -> None:
         ({"name": "lstmx"}, "layer"),
         ({"d_state": 0}, "d_state"),
         ({"d_in": -1}, "d_in"),
+        ({"d_state": True}, "d_state"),
+        ({"d_out": 2.0}, "d_out"),
         ({"options": {"r_mn": 0.5}}, "r_mn"),
     ],
 )

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from deepwiener.errors import ConfigError
+from deepwiener.errors import ConfigError, is_integer_in
 
 __all__ = [
     "balanced_truncation",
@@ -289,7 +289,7 @@ def balanced_truncation(
         r = int(np.argmax(np.append(tails, 0.0) <= tol))
         r = max(r, 1)
     else:
-        if isinstance(order, bool) or not isinstance(order, int | np.integer) or not 1 <= order <= n:
+        if not is_integer_in(order, 1, n):
             raise ConfigError(f"order must be an integer in [1, {n}]; found {order!r}")
         r = int(order)
     if hsv[r - 1] <= n * np.finfo(float).eps * max(hsv[0], np.finfo(float).tiny):
@@ -366,7 +366,7 @@ def hinf_norm(
         ConfigError: bad shapes, NaN/inf, n_grid < 16, or A not Schur stable.
     """
     A, B, C, D = _check_system(A, B, C, D)
-    if isinstance(n_grid, bool) or not isinstance(n_grid, int | np.integer) or n_grid < 16:
+    if not is_integer_in(n_grid, 16):
         raise ConfigError(f"n_grid must be an integer >= 16; found {n_grid!r}")
     _require_schur(A, "hinf_norm")
     is_complex = any(np.iscomplexobj(M) for M in (A, B, C, D))

@@ -41,7 +41,7 @@ from deepwiener.analysis import gramians
 from deepwiener.analysis.lti import is_lti_layer
 from deepwiener.data import IOData
 from deepwiener.data.iodata import check_dt
-from deepwiener.errors import ConfigError, unknown_name
+from deepwiener.errors import ConfigError, is_integer_in, unknown_name
 from deepwiener.layers import LTILayer
 from deepwiener.metrics import rmse
 from deepwiener.model import DeepWiener
@@ -244,7 +244,7 @@ def _check_model(model: DeepWiener) -> None:
 def _check_order(order: int | None, tol: float | None, d_state: int) -> None:
     if (order is None) == (tol is None):
         raise ConfigError(f"give exactly one of order and tol; found order={order!r}, tol={tol!r}")
-    if order is not None and (isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= d_state):
+    if order is not None and not is_integer_in(order, 1, d_state):
         raise ConfigError(f"order must be an integer in [1, d_state={d_state}] (complex modes); found {order!r}")
     if tol is not None and not (isinstance(tol, int | float) and tol > 0):
         raise ConfigError(f"tol must be a positive number (H-infinity error bound per block); found {tol!r}")

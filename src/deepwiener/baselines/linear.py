@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from deepwiener.errors import ConfigError, DataError
+from deepwiener.errors import ConfigError, DataError, is_integer_in
 
 __all__ = [
     "IORecord",
@@ -288,7 +288,7 @@ def _records(
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    if not is_integer_in(value, minimum):
         raise ConfigError(f"{name} must be an integer >= {minimum}; found {value!r}")
     return int(value)
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deepwiener.data.iodata import IOData
-from deepwiener.errors import ConfigError, DataError
+from deepwiener.errors import ConfigError, DataError, is_integer_in
 
 _CONSTANT_RTOL = 1e-10
 """A channel whose std is below this times max(1, |mean|) is treated as constant (std set to 1)."""
@@ -142,7 +142,7 @@ def _as_records(datas: Sequence[IOData] | IOData) -> list[IOData]:
 
 
 def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    if not is_integer_in(value, 1):
         raise ConfigError(f"{name} must be a positive integer number of samples; got {value!r}")
 
 
