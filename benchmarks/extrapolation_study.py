@@ -1,0 +1,243 @@
+"""Extrapolation study: how does each static map of a deep Wiener model extrapolate beyond the training amplitudes?
+
+The Silverbox arrow test records grow past the amplitudes of the training multisines, and a model's error there is
+set by how its static maps continue outside the range they were fitted on. This study measures that on a simulated
+system with the same structure as Silverbox, so that no benchmark test data takes part in choosing a map.
+
+True system: a hardening Duffing oscillator (a mass, a damper and a cubic spring, driven by a force)::
+
+    y'' + 2 zeta w0 y' + w0^2 (y + y^3 / (2 Y_KNEE^2)) = w0^2 u,    w0 = 2 pi F0
+
+simulated with a classical Runge-Kutta scheme (``SUBSTEPS`` steps per sample, input held between samples) and
+sampled at Silverbox's rate. At |y| = Y_KNEE the cubic force is half the linear one. The constants give
+Silverbox-like records: output rms about 63 mV, peaks about 0.23 V, and a best linear model about 15 % off
+(normalised RMSE; about 13 % on Silverbox).
+
+Records (all from rest; the first period of each multisine is dropped, so its records are steady state):
+- training: ``N_TRAIN`` random-phase multisines (band 0 to ``BAND_HZ``, rms ``U_RMS``), one period each;
+- validation: one more realisation (the choice of epoch), test "multisine": another one;
+- test "arrow_full": low-pass Gaussian noise (the same band) whose amplitude grows linearly from zero to
+  ``ARROW_END`` times the training rms; "arrow_in_range": the arrow up to the first sample whose |y| exceeds
+  the largest training |y| (Silverbox's "no extrapolation" part).
+Test errors count from ``INIT_WINDOW`` on, as on Silverbox.
+
+Models: the Silverbox headline configuration (``accuracy/configs/silverbox.toml``: layer options, window,
+washout, schedule, engine, linear initialisation) made small (``--d-model``, ``--d-state``, ``--n-layers``), one
+per map and seed, each trained for the same wall-clock budget (``--minutes``). The linear reference is N4SID
+with the order chosen on the validation record.
+
+One command::
+
+    python benchmarks/extrapolation_study.py --threads 1 --jobs 2     # 6 maps x 2 seeds x 4 minutes, 2 at once
+    python benchmarks/extrapolation_study.py --minutes 0.05 --seeds 0 --maps gelu   # a smoke test
+
+Writes ``results/extrapolation_study/results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.signal
+import torch
+from accuracy.run import git_commit, machine
+
+from deepwiener.baselines import best_linear
+from deepwiener.config import RunConfig, resolve
+from deepwiener.data import Benchmark, IOData
+from deepwiener.demo import multisine
+from deepwiener.evaluation import evaluate_all
+from deepwiener.training import fit
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "extrapolation_study"
+MAPS = ("gelu", "elu", "tanh", "linear_tanh", "mlp", "poly")
+
+DT = 1 / 610.35
+"""Sampling time (Silverbox's), s."""
+F0, ZETA, Y_KNEE = 60.0, 0.05, 0.35
+"""Natural frequency (Hz), damping ratio and the amplitude where the cubic force is half the linear one."""
+SUBSTEPS = 8
+"""Runge-Kutta steps per sample."""
+BAND_HZ = 200.0
+"""Upper edge of the excited band, Hz."""
+U_RMS = 0.03
+"""Input rms of the training multisines."""
+PERIOD, N_TRAIN = 8192, 6
+"""Multisine period in samples and number of training realisations."""
+N_ARROW, ARROW_END = 30000, 1.6
+"""Arrow length in samples and its final input amplitude, as a multiple of ``U_RMS``."""
+INIT_WINDOW = 50
+"""Samples at the start of each test record not counted in the errors."""
+UNITS: dict[str, Any] = {"y_unit": "V", "report_unit": "mV", "report_scale": 1000.0}
+"""Units of every record: outputs in V, errors reported in mV (as on Silverbox)."""
+
+
+def duffing(u: np.ndarray, dt: float = DT, substeps: int = SUBSTEPS) -> np.ndarray:
+    """Simulate the hardening oscillator from rest.
+
+    Args:
+        u: (T,) input force, held constant over each sample.
+        dt: sampling time, s.
+        substeps: Runge-Kutta steps per sample.
+
+    Returns:
+        (T,) output y at the sampling instants, y[k] = y(k dt) (y[0] = 0: no direct feed-through).
+    """
+    w0 = 2 * np.pi * F0
+    cubic = 1 / (2 * Y_KNEE**2)
+    h = dt / substeps
+
+    def rate(y: float, v: float, force: float) -> tuple[float, float]:
+        return v, w0 * w0 * (force - y - cubic * y**3) - 2 * ZETA * w0 * v
+
+    out = np.empty(len(u))
+    y = v = 0.0
+    for k, force in enumerate(u.tolist()):
+        out[k] = y
+        for _ in range(substeps):
+            k1 = rate(y, v, force)
+            k2 = rate(y + h / 2 * k1[0], v + h / 2 * k1[1], force)
+            k3 = rate(y + h / 2 * k2[0], v + h / 2 * k2[1], force)
+            k4 = rate(y + h * k3[0], v + h * k3[1], force)
+            y += h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+            v += h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+    return out
+
+
+def steady_multisine(rng: np.random.Generator, name: str) -> IOData:
+    """One period of a random-phase multisine (rms ``U_RMS``) and the oscillator's steady-state response."""
+    u = U_RMS * multisine(PERIOD, rng, band=BAND_HZ * 2 * DT)
+    y = duffing(np.tile(u, 2))[PERIOD:]
+    return IOData(u=u, y=y, dt=DT, name=name, **UNITS)
+
+
+def arrow(rng: np.random.Generator) -> IOData:
+    """Low-pass Gaussian noise with an amplitude growing linearly to ``ARROW_END * U_RMS``, and the response."""
+    b, a = scipy.signal.butter(6, BAND_HZ * 2 * DT)
+    noise = scipy.signal.lfilter(b, a, rng.standard_normal(N_ARROW))
+    u = ARROW_END * U_RMS * np.linspace(0.0, 1.0, N_ARROW) * noise / noise.std()
+    return IOData(u=u, y=duffing(u), dt=DT, name="arrow_full", **UNITS)
+
+
+def make_benchmark(seed: int = 0) -> tuple[Benchmark, IOData]:
+    """The study's data: ``(benchmark with train and tests, validation record)``."""
+    rng = np.random.default_rng(seed)
+    train = tuple(steady_multisine(rng, f"train {i}") for i in range(N_TRAIN))
+    val = steady_multisine(rng, "validation")
+    test = steady_multisine(rng, "multisine")
+    full = arrow(rng)
+    y_max = max(np.abs(rec.y).max() for rec in train)
+    beyond = int(np.argmax(np.abs(full.y[:, 0]) > y_max))
+    if beyond == 0:
+        sys.exit("the arrow never leaves the training amplitudes: raise ARROW_END")
+    in_range = IOData(u=full.u[:beyond], y=full.y[:beyond], dt=DT, name="arrow_in_range", **UNITS)
+    tests = {"multisine": test, "arrow_full": full, "arrow_in_range": in_range}
+    return Benchmark(name="duffing", train=train, tests=tests, init_window=INIT_WINDOW, unit="mV",
+                     scale=1000.0), val
+
+
+def study_config(args: argparse.Namespace, nonlinearity: str, seed: int) -> RunConfig:
+    """The Silverbox headline configuration with a small model, the given map, budget and seed."""
+    return resolve(HERE / "accuracy" / "configs" / "silverbox.toml", {
+        "model": {"d_model": args.d_model, "d_state": args.d_state, "n_layers": args.n_layers,
+                  "nonlinearity": nonlinearity, "seed": seed},
+        "train": {"max_minutes": args.minutes, "epochs": 10**6, "patience": 10**6, "seed": seed},
+    })
+
+
+def train_one(args: argparse.Namespace, data: Benchmark, val: IOData, nonlinearity: str, seed: int
+              ) -> dict[str, Any]:
+    """Train one model for the budget (in a worker process); its validation RMSE and test metrics."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = study_config(args, nonlinearity, seed)
+    model = cfg.build_model(1, 1)
+    start = time.monotonic()
+    result = fit(model, data.train, cfg.train, val=[val])
+    row = {"nonlinearity": nonlinearity, "seed": seed, "epochs": result.epochs_run,
+           "best_val_rmse": result.best_val_rmse, "wall_seconds": round(time.monotonic() - start, 1),
+           "n_parameters": model.n_parameters, "metrics": evaluate_all(model.cpu(), data)}
+    print(f"[{nonlinearity} seed {seed}] val {row['best_val_rmse']:.4g} " + " ".join(
+        f"{name} {m['rmse']:.4g}" for name, m in row["metrics"].items()), flush=True)
+    return row
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per map: the mean and spread over seeds of the validation RMSE and of each test RMSE."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["nonlinearity"] for r in runs):
+        rows = [r for r in runs if r["nonlinearity"] == name]
+        val = np.array([r["best_val_rmse"] for r in rows])
+        out[name] = {"val_rmse_mean": float(val.mean()), "val_rmse_std": float(val.std()),
+                     "test_rmse_mean": {t: float(np.mean([r["metrics"][t]["rmse"] for r in rows]))
+                                        for t in rows[0]["metrics"]},
+                     "test_rmse_std": {t: float(np.std([r["metrics"][t]["rmse"] for r in rows]))
+                                       for t in rows[0]["metrics"]}}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results table: per map, mean +- std over seeds (mV)."""
+    tests = list(result["linear"]["metrics"])
+    lines = ["## Extrapolation study (simulated hardening oscillator)", "",
+             f"Machine: {result['machine']['processor']}, {result['settings']['threads'] or 'default'} torch "
+             f"thread(s) per run; commit {result['commit']}; {result['settings']['minutes']} min per run, seeds "
+             f"{' '.join(map(str, result['settings']['seeds']))}. Largest training |y| {result['y_max']:.4f} V; "
+             f"the arrow leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
+             "| model | validation RMSE [mV] | " + " | ".join(f"{t} RMSE [mV]" for t in tests) + " |",
+             "|---" * (len(tests) + 2) + "|"]
+    val_lin = result["linear"]["val_rmse"] * 1000
+    lines.append(f"| linear ({result['linear']['model']}) | {val_lin:.3g} | "
+                 + " | ".join(f"{result['linear']['metrics'][t]['rmse']:.3g}" for t in tests) + " |")
+    for name, s in result["summary"].items():
+        cells = [f"{s['test_rmse_mean'][t]:.3g} +- {s['test_rmse_std'][t]:.2g}" for t in tests]
+        lines.append(f"| deepwiener {name} | {s['val_rmse_mean'] * 1000:.3g} +- {s['val_rmse_std'] * 1000:.2g} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=4.0, help="training budget per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--maps", nargs="+", default=list(MAPS), help="static maps (model.nonlinearity) to compare")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the simulated records")
+    parser.add_argument("--d-model", type=int, default=16)
+    parser.add_argument("--d-state", type=int, default=16)
+    parser.add_argument("--n-layers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    data, val = make_benchmark(args.data_seed)
+    linear, val_by_order = best_linear(list(data.train), val, orders=(2, 4, 6, 8, 10), n_skip=INIT_WINDOW)
+    result: dict[str, Any] = {
+        "command": " ".join(sys.argv), "machine": {**machine(), "torch_threads": args.threads},
+        "commit": git_commit(), "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "y_max": float(max(np.abs(rec.y).max() for rec in data.train)),
+        "arrow_beyond": len(data.tests["arrow_in_range"]),
+        "linear": {"model": f"N4SID order {linear.n_states}", "val_rmse": val_by_order[linear.n_states],
+                   "metrics": evaluate_all(linear, data)},
+    }
+    jobs = [(name, seed) for name in args.maps for seed in args.seeds]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(train_one, repeat(args), repeat(data), repeat(val), *zip(*jobs, strict=True)))
+    result["runs"] = runs
+    result["summary"] = summarize(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
