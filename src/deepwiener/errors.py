@@ -47,3 +47,10 @@ def unknown_name(kind: str, name: object, valid: Iterable[str]) -> ConfigError:
 def is_integer_in(value: object, low: int, high: float = math.inf) -> bool:
     """Whether ``value`` is an integer (Python or NumPy; not a bool) with ``low <= value <= high``."""
     return not isinstance(value, bool) and isinstance(value, int | np.integer) and low <= value <= high
+
+
+def check_positive_ints(**values: object) -> None:
+    """Raise ConfigError unless every value is a positive integer (not a bool); the message names the first bad one."""
+    for name, value in values.items():
+        if not is_integer_in(value, 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")

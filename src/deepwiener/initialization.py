@@ -59,11 +59,11 @@ from torch import Tensor
 from deepwiener.analysis.reduction import diagonal_from_real
 from deepwiener.baselines.linear import LinearStateSpace, best_linear
 from deepwiener.data import IOData, output_increments
-from deepwiener.errors import ConfigError
+from deepwiener.errors import ConfigError, check_positive_ints
 from deepwiener.layers import LTILayer
 from deepwiener.model import DeepWiener
 from deepwiener.nonlinearities import Nonlinearity
-from deepwiener.simulator import DictConfig, check_positive_ints
+from deepwiener.simulator import DictConfig
 from deepwiener.systems import DiagonalSSM
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class LinearOptions(DictConfig):
     horizon: int = 20
 
     def __post_init__(self) -> None:
-        check_positive_ints(self, ("max_order", "horizon"))
+        check_positive_ints(max_order=self.max_order, horizon=self.horizon)
         if self.horizon < 2:
             raise ConfigError(f"horizon must be >= 2, got {self.horizon}")
 

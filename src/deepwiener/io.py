@@ -46,9 +46,9 @@ import torch
 from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.ensemble import Ensemble, Member
-from deepwiener.errors import DeepWienerError, ModelFileError
+from deepwiener.errors import DeepWienerError, ModelFileError, check_positive_ints
 from deepwiener.model import DeepWiener, ModelConfig
-from deepwiener.simulator import DictConfig, check_positive_ints, check_sampling_time
+from deepwiener.simulator import DictConfig, check_sampling_time
 
 FORMAT = "deepwiener-model/1"
 """Format tag of the model files this version writes and reads."""
@@ -72,7 +72,7 @@ class LinearFileConfig(DictConfig):
     dt: float
 
     def __post_init__(self) -> None:
-        check_positive_ints(self, ("n_u", "n_y", "n_states"))
+        check_positive_ints(n_u=self.n_u, n_y=self.n_y, n_states=self.n_states)
         check_sampling_time(self.dt)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:

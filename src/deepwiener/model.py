@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from deepwiener.errors import ConfigError, DataError, unknown_name
+from deepwiener.errors import ConfigError, DataError, check_positive_ints, unknown_name
 from deepwiener.layers import LTILayer, layer_class, make_layer
 from deepwiener.nonlinearities import NONLINEARITIES, Nonlinearity, make_nonlinearity
-from deepwiener.simulator import DictConfig, ScaledSimulator, check_positive_ints, check_sampling_time
+from deepwiener.simulator import DictConfig, ScaledSimulator, check_sampling_time
 
 if TYPE_CHECKING:
     from deepwiener.engines.streaming import Streamer
@@ -92,7 +92,8 @@ class ModelConfig(DictConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_positive_ints(self, ("n_u", "n_y", "d_model", "d_state", "n_layers"))
+        check_positive_ints(n_u=self.n_u, n_y=self.n_y, d_model=self.d_model, d_state=self.d_state,
+                            n_layers=self.n_layers)
         layer_class(self.layer)
         if self.nonlinearity not in NONLINEARITIES:
             raise unknown_name("nonlinearity", self.nonlinearity, NONLINEARITIES)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepwiener.errors import ConfigError, DataError, is_integer_in
+from deepwiener.errors import ConfigError, DataError
 
 
 class DictConfig:
@@ -47,14 +47,6 @@ class DictConfig:
         if unknown:
             raise ConfigError(f"unknown {cls.__name__} option(s) {unknown}; valid options: {sorted(valid)}")
         return cls(**data)
-
-
-def check_positive_ints(config: object, names: tuple[str, ...]) -> None:
-    """Raise ConfigError unless each named attribute of ``config`` is a positive integer (not a bool)."""
-    for name in names:
-        value = getattr(config, name)
-        if not is_integer_in(value, 1):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_sampling_time(dt: object) -> None:

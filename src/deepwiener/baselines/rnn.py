@@ -23,8 +23,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from deepwiener.errors import unknown_name
-from deepwiener.simulator import DictConfig, ScaledSimulator, check_positive_ints, check_sampling_time
+from deepwiener.errors import check_positive_ints, unknown_name
+from deepwiener.simulator import DictConfig, ScaledSimulator, check_sampling_time
 
 CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -56,7 +56,7 @@ class RNNConfig(DictConfig):
     dt: float = 1.0
 
     def __post_init__(self) -> None:
-        check_positive_ints(self, ("n_u", "n_y", "hidden", "n_layers"))
+        check_positive_ints(n_u=self.n_u, n_y=self.n_y, hidden=self.hidden, n_layers=self.n_layers)
         if self.cell not in CELLS:
             raise unknown_name("cell", self.cell, CELLS)
         check_sampling_time(self.dt)

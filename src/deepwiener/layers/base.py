@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from deepwiener.engines import Stepper, simulate
-from deepwiener.errors import ConfigError, is_integer_in
+from deepwiener.errors import ConfigError, check_positive_ints
 from deepwiener.simulator import DictConfig
 from deepwiener.systems import READOUTS, LinearSystem, StateSpaceMatrices
 
@@ -49,9 +49,7 @@ class LTILayer(nn.Module, abc.ABC):
 
     def __init__(self, d_in: int, d_out: int, d_state: int, options: LayerOptions) -> None:
         super().__init__()
-        for name, value in (("d_in", d_in), ("d_out", d_out), ("d_state", d_state)):
-            if not is_integer_in(value, 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(d_in=d_in, d_out=d_out, d_state=d_state)
         self.d_in, self.d_out, self.d_state = d_in, d_out, d_state
         self.options = options
 

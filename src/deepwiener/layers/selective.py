@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from deepwiener.engines import MODES, Recurrence, compiled
 from deepwiener.engines.scan import diagonal_recurrence_scan
-from deepwiener.errors import ConfigError, DataError, is_integer_in, unknown_name
+from deepwiener.errors import ConfigError, DataError, check_positive_ints, unknown_name
 from deepwiener.layers import init
 from deepwiener.layers.base import LayerOptions, real_param
 
@@ -158,9 +158,7 @@ class S6(nn.Module):
     ) -> None:
         super().__init__()
         options = options or S6Options()
-        for name, value in (("d_in", d_in), ("d_out", d_out), ("d_state", d_state)):
-            if not is_integer_in(value, 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(d_in=d_in, d_out=d_out, d_state=d_state)
         if d_in != d_out:
             raise ConfigError(f"S6 runs one selective system per channel: d_in must equal d_out, "
                               f"got {d_in} and {d_out}")
