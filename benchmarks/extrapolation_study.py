@@ -47,8 +47,7 @@ from typing import Any
 
 import numpy as np
 import scipy.signal
-import torch
-from accuracy.run import git_commit, machine
+from accuracy.run import git_commit, machine, set_threads
 
 from deepwiener.baselines import best_linear
 from deepwiener.config import RunConfig, resolve
@@ -130,6 +129,11 @@ def arrow(rng: np.random.Generator) -> IOData:
     return IOData(u=u, y=duffing(u), dt=DT, name="arrow_full", **UNITS)
 
 
+def largest_output(records: tuple[IOData, ...]) -> float:
+    """The largest |y| over the records, in V."""
+    return float(max(np.abs(rec.y).max() for rec in records))
+
+
 def make_benchmark(seed: int = 0) -> tuple[Benchmark, IOData]:
     """The study's data: ``(benchmark with train and tests, validation record)``."""
     rng = np.random.default_rng(seed)
@@ -137,7 +141,7 @@ def make_benchmark(seed: int = 0) -> tuple[Benchmark, IOData]:
     val = steady_multisine(rng, "validation")
     test = steady_multisine(rng, "multisine")
     full = arrow(rng)
-    y_max = max(np.abs(rec.y).max() for rec in train)
+    y_max = largest_output(train)
     beyond = int(np.argmax(np.abs(full.y[:, 0]) > y_max))
     if beyond == 0:
         sys.exit("the arrow never leaves the training amplitudes: raise ARROW_END")
@@ -159,8 +163,7 @@ def study_config(args: argparse.Namespace, nonlinearity: str, seed: int) -> RunC
 def train_one(args: argparse.Namespace, data: Benchmark, val: IOData, nonlinearity: str, seed: int
               ) -> dict[str, Any]:
     """Train one model for the budget (in a worker process); its validation RMSE and test metrics."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cfg = study_config(args, nonlinearity, seed)
     model = cfg.build_model(1, 1)
     start = time.monotonic()
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "machine": {**machine(), "torch_threads": args.threads},
         "commit": git_commit(), "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "y_max": float(max(np.abs(rec.y).max() for rec in data.train)),
+        "y_max": largest_output(data.train),
         "arrow_beyond": len(data.tests["arrow_in_range"]),
         "linear": {"model": f"N4SID order {linear.n_states}", "val_rmse": val_by_order[linear.n_states],
                    "metrics": evaluate_all(linear, data)},
