@@ -146,7 +146,7 @@ def test_unsupported_models_are_refused(options: dict, message: str) -> None:
 
 def test_other_refusals() -> None:
     data = wiener_data(1, 1, 600, seed=0)
-    with pytest.raises(ConfigError, match="needs a deep Wiener model, got a RNNModel"):
+    with pytest.raises(ConfigError, match="needs a deep Wiener or LFR model, got a RNNModel"):
         fit(RNNModel(1, 1, hidden=4), data, TrainConfig(window=64, washout=10, epochs=1, init="linear"))
     with pytest.raises(ConfigError, match="unknown init 'linaer'"):
         TrainConfig(init="linaer")

@@ -141,3 +141,45 @@ def test_divergence_is_reported() -> None:
         model.decoder.weight.fill_(float("nan"))
     with pytest.raises(DataError, match="diverged"):
         fit(model, data, CONFIG)
+
+
+def _blow_up_in_training(model: DeepWiener, calls: set[int]) -> list[int]:
+    """Make the model's training-mode output NaN on the given forward calls (0-based); returns the call log."""
+    log: list[int] = []
+
+    def hook(module: torch.nn.Module, args: object, output: tuple[torch.Tensor, ...]) -> object:
+        if not module.training:
+            return None
+        log.append(len(log))
+        return (output[0] * float("nan"), *output[1:]) if log[-1] in calls else None
+
+    model.register_forward_hook(hook)
+    return log
+
+
+def test_a_blown_up_epoch_restarts_with_half_the_learning_rate(caplog) -> None:
+    data = wiener_data()
+    clean, recovered = small_model(), small_model()
+    config = TrainConfig(**{**CONFIG.to_dict(), "schedule": "constant", "val_fraction": 0.2})
+    fit(clean, data, config)
+    log = _blow_up_in_training(recovered, {4})  # 3 batches per epoch here: the second batch of epoch 1
+    with caplog.at_level("WARNING", logger="deepwiener.training"):
+        result = fit(recovered, data, config)
+    assert "at epoch 1: epoch restarted with the learning rate halved (1 of 3" in caplog.text
+    assert [h["lr"] for h in result.history] == [config.lr, config.lr / 2, config.lr / 2]
+    assert result.epochs_run == config.epochs and len(log) == 3 + 2 + 3 + 3  # epoch 1 ran twice, the first time
+    # up to its blown-up batch
+    assert all(torch.isfinite(p).all() for p in recovered.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(clean.parameters(), recovered.parameters(), strict=True))
+
+
+def test_recoveries_are_limited() -> None:
+    data = wiener_data()
+    model = small_model()
+    _blow_up_in_training(model, set(range(10_000)))  # every training step blows up
+    with pytest.raises(DataError, match="after 2 recoveries"):
+        fit(model, data, TrainConfig(**{**CONFIG.to_dict(), "divergence_retries": 2}))
+    fresh = small_model()
+    _blow_up_in_training(fresh, {0})
+    with pytest.raises(DataError, match="after 0 recoveries"):
+        fit(fresh, data, TrainConfig(**{**CONFIG.to_dict(), "divergence_retries": 0}))

@@ -186,7 +186,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"## {result['name']}", "", f"Machine: {result['machine']['processor']}, "
              f"{result['machine']['torch_threads']} torch threads; commit {result['commit']}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    layer = runs[0]["config"]["model"]["layer"]
+    model = runs[0]["config"]["model"]
+    layer = model.get("layer", model["kind"])  # an LRU/S5/... deep Wiener model, or another kind ("lfr")
     for r in runs:
         cells = [f"deepwiener {layer}", str(r["seed"]), *[f"{r['metrics'][t]['rmse']:.4g}" for t in tests],
                  f"{r['metrics'][tests[0]]['fit']:.2f}", str(r["n_parameters"]), f"{r['wall_seconds'] / 60:.1f}"]

@@ -3,10 +3,11 @@
 A run configuration has four tables, each mapped one-to-one onto a dataclass or its options:
 
 - ``[data]``: :class:`DataConfig` (a benchmark name, or a CSV file with its columns and sampling time);
-- ``[model]``: ``kind`` (:data:`MODEL_KINDS`: "deepwiener" by default, or the baselines "lstm", "gru",
-  "linear") and the fields of that kind's config, except ``n_u``, ``n_y`` and ``dt``, which come from the data:
-  :class:`~deepwiener.model.ModelConfig` (its ``layer_options`` are the ``[layer]`` table),
-  :class:`~deepwiener.baselines.rnn.RNNConfig` (its ``cell`` is the kind) or
+- ``[model]``: ``kind`` (:data:`MODEL_KINDS`: "deepwiener" by default, the nonlinear feedback model "lfr", or
+  the baselines "lstm", "gru", "linear") and the fields of that kind's config, except ``n_u``, ``n_y`` and ``dt``,
+  which come from the data: :class:`~deepwiener.model.ModelConfig` (its ``layer_options`` are the ``[layer]``
+  table), :class:`~deepwiener.lfr.LFRConfig`, :class:`~deepwiener.baselines.rnn.RNNConfig` (its ``cell`` is the
+  kind) or
   :class:`~deepwiener.initialization.LinearOptions`;
 - ``[layer]``: the options dataclass of the chosen layer (e.g. ``LRUOptions``: ``r_min``, ``r_max``, ...);
   deep Wiener models only;
@@ -36,14 +37,16 @@ from deepwiener.data import BENCHMARKS, Benchmark, load_benchmark, read_csv
 from deepwiener.errors import ConfigError, unknown_name
 from deepwiener.initialization import LinearOptions
 from deepwiener.layers import layer_class
+from deepwiener.lfr import LFRConfig, LFRModel
 from deepwiener.model import DeepWiener, ModelConfig
 from deepwiener.training import TrainConfig
 
 TABLES: tuple[str, ...] = ("data", "model", "layer", "train")
-MODEL_KINDS: tuple[str, ...] = ("deepwiener", "lstm", "gru", "linear")
+MODEL_KINDS: tuple[str, ...] = ("deepwiener", "lfr", "lstm", "gru", "linear")
 """Values of ``[model] kind`` (the command line's ``--model``)."""
 _DERIVED_MODEL_KEYS = ("n_u", "n_y", "dt", "layer_options")  # set from the data / the [layer] table
 _DERIVED_RNN_KEYS = ("n_u", "n_y", "dt", "cell")  # set from the data / the kind
+_DERIVED_LFR_KEYS = ("n_u", "n_y", "dt")  # set from the data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +114,8 @@ class RunConfig:
         data: where the data comes from.
         model: the keywords of the kind's config except ``n_u``, ``n_y`` and ``dt``, defaults included:
             ``ModelConfig``'s for "deepwiener" (``layer_options`` holds every option of the layer),
-            ``RNNConfig``'s except ``cell`` for "lstm" and "gru", ``LinearOptions``' for "linear".
+            ``LFRConfig``'s for "lfr", ``RNNConfig``'s except ``cell`` for "lstm" and "gru", ``LinearOptions``'
+            for "linear".
         train: the training options.
         kind: the model kind, one of :data:`MODEL_KINDS`.
     """
@@ -126,16 +130,19 @@ class RunConfig:
         """Short name of the model: the layer of a deep Wiener model (e.g. "lru"), else the kind ("lstm", ...)."""
         return self.model["layer"] if self.kind == "deepwiener" else self.kind
 
-    def model_config(self, n_u: int, n_y: int) -> ModelConfig | RNNConfig | LinearOptions:
+    def model_config(self, n_u: int, n_y: int) -> ModelConfig | LFRConfig | RNNConfig | LinearOptions:
         """The model's config for data with ``n_u`` inputs and ``n_y`` outputs (a linear model's: its options)."""
         if self.kind == "linear":
             return LinearOptions(**self.model)
         if self.kind == "deepwiener":
             return ModelConfig(n_u=n_u, n_y=n_y, **self.model)
+        if self.kind == "lfr":
+            return LFRConfig(n_u=n_u, n_y=n_y, **self.model)
         return RNNConfig(n_u=n_u, n_y=n_y, cell=self.kind, **self.model)
 
-    def build_model(self, n_u: int, n_y: int) -> DeepWiener | RNNModel:
-        """A freshly initialised trainable model ("deepwiener", "lstm", "gru") for ``n_u`` inputs, ``n_y`` outputs.
+    def build_model(self, n_u: int, n_y: int) -> DeepWiener | LFRModel | RNNModel:
+        """A freshly initialised trainable model ("deepwiener", "lfr", "lstm", "gru") for ``n_u`` inputs and
+        ``n_y`` outputs.
 
         Raises:
             ConfigError: kind "linear", which is identified from data (``training.fit_linear``), not built.
@@ -143,7 +150,9 @@ class RunConfig:
         config = self.model_config(n_u, n_y)
         if isinstance(config, LinearOptions):
             raise ConfigError("a linear model is identified from data (training.fit_linear), not built")
-        return DeepWiener.from_config(config) if isinstance(config, ModelConfig) else RNNModel.from_config(config)
+        if isinstance(config, ModelConfig):
+            return DeepWiener.from_config(config)
+        return LFRModel.from_config(config) if isinstance(config, LFRConfig) else RNNModel.from_config(config)
 
     def to_tables(self) -> dict[str, dict[str, Any]]:
         """The four tables as plain dicts, every value spelled out (None for unset options)."""
@@ -240,15 +249,18 @@ def _deep_wiener_keywords(values: Mapping[str, Any], layer_values: Mapping[str, 
 
 
 def _baseline_keywords(kind: str, values: Mapping[str, Any], layer_values: Mapping[str, Any]) -> dict[str, Any]:
-    """Keywords of an "lstm"/"gru" ``RNNConfig`` (without n_u, n_y, dt, cell) or of ``LinearOptions``."""
+    """Keywords of an "lfr" ``LFRConfig`` (without n_u, n_y, dt), an "lstm"/"gru" ``RNNConfig`` (without n_u,
+    n_y, dt, cell) or of ``LinearOptions``."""
     if layer_values:
         raise ConfigError(f"the [layer] table configures deep Wiener models; model kind {kind!r} has no layer "
                           f"(got {sorted(layer_values)})")
     if kind == "linear":
         return LinearOptions(**_validated("model", values, LinearOptions)).to_dict()
-    fields = {f.name: f for f in dataclasses.fields(RNNConfig) if f.name not in _DERIVED_RNN_KEYS}
-    resolved = RNNConfig(n_u=1, n_y=1, cell=kind, **_validated("model", values, RNNConfig, fields)).to_dict()
-    return {key: value for key, value in resolved.items() if key not in _DERIVED_RNN_KEYS}
+    cls, derived, fixed = (LFRConfig, _DERIVED_LFR_KEYS, {}) if kind == "lfr" else (RNNConfig, _DERIVED_RNN_KEYS,
+                                                                                    {"cell": kind})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in derived}
+    resolved = cls(n_u=1, n_y=1, **fixed, **_validated("model", values, cls, fields)).to_dict()
+    return {key: value for key, value in resolved.items() if key not in derived}
 
 
 def _benchmark_key(name: str) -> str:

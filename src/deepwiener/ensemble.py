@@ -6,7 +6,7 @@ averages the outputs sample by sample, in physical units, so it can be evaluated
 ``"ensemble"``) and simulated from the command line like one model. Whether an ensemble is better than its
 best member is a question for validation data, never for test data.
 
-The members may be of any saved kind (deep Wiener, RNN, linear) but must agree on the number of inputs and
+The members may be of any saved kind (deep Wiener, LFR, RNN, linear) but must agree on the number of inputs and
 outputs and on the sampling time. An ensemble of deep Wiener models streams one sample at a time
 (``fast_stepper``). An ensemble has no blocks to analyse or reduce: inspect its members.
 """
@@ -22,12 +22,13 @@ import numpy as np
 from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.baselines.rnn import RNNModel
 from deepwiener.errors import ConfigError
+from deepwiener.lfr import LFRModel
 from deepwiener.model import DeepWiener
 
 if TYPE_CHECKING:
     from deepwiener.engines.streaming import EnsembleStreamer
 
-Member = DeepWiener | RNNModel | LinearStateSpace
+Member = DeepWiener | LFRModel | RNNModel | LinearStateSpace
 """What an ensemble averages."""
 
 
@@ -56,7 +57,7 @@ class Ensemble:
         for k, model in enumerate(self.members):
             if not isinstance(model, Member):
                 raise ConfigError(f"ensemble member {k} is of type {type(model).__name__}; expected a DeepWiener, "
-                                  "RNNModel or LinearStateSpace")
+                                  "LFRModel, RNNModel or LinearStateSpace")
         sizes = [member_sizes(m) for m in self.members]
         if len(set(sizes)) > 1:
             raise ConfigError(f"ensemble members disagree on (n_u, n_y): {sizes}")

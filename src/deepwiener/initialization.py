@@ -61,6 +61,7 @@ from deepwiener.baselines.linear import LinearStateSpace, best_linear
 from deepwiener.data import IOData, output_increments
 from deepwiener.errors import ConfigError, check_positive_ints
 from deepwiener.layers import LTILayer
+from deepwiener.lfr import LFRModel
 from deepwiener.model import DeepWiener
 from deepwiener.nonlinearities import Nonlinearity
 from deepwiener.simulator import DictConfig
@@ -137,7 +138,7 @@ def identify_linear(
 
 
 def initialize_linear(
-    model: DeepWiener,
+    model: DeepWiener | LFRModel,
     train: Sequence[IOData],
     val: Sequence[tuple[IOData, int]],
     *,
@@ -148,7 +149,8 @@ def initialize_linear(
     Call it after the model's scaler is set; the parameters keep the model's dtype and device.
 
     Args:
-        model: a deep Wiener model meeting the requirements of the module docstring.
+        model: a deep Wiener model meeting the requirements of the module docstring, or an ``LFRModel``
+            (:meth:`~deepwiener.lfr.LFRModel.embed_linear`; orders up to its n_x).
         train: training records (the linear model is fitted on them).
         val: validation records ``(record, start)`` to choose the order on (see :func:`identify_linear`).
         options: identification options.
@@ -165,6 +167,12 @@ def initialize_linear(
         DataError: too little data for the identification.
     """
     check_linear_init(model)
+    if isinstance(model, LFRModel):
+        options = options or LinearOptions()
+        options = dataclasses.replace(options, max_order=min(options.max_order, model.config.n_x))
+        linear = identify_linear(train, val, options=options)
+        model.embed_linear(linear, [rec.u for rec in train])
+        return linear
     if model.integrates_output:
         train = [output_increments(rec) for rec in train]
         val = [(output_increments(rec), start) for rec, start in val]
@@ -175,8 +183,10 @@ def initialize_linear(
 
 def check_linear_init(model: object) -> None:
     """Raise ConfigError unless ``model`` can start as a linear model (requirements: module docstring)."""
+    if isinstance(model, LFRModel):  # any LFR can: its feedback starts switched off
+        return
     if not isinstance(model, DeepWiener):
-        raise ConfigError(f"init='linear' needs a deep Wiener model, got a {type(model).__name__}")
+        raise ConfigError(f"init='linear' needs a deep Wiener or LFR model, got a {type(model).__name__}")
     cfg = model.config
     problems = []
     if cfg.layer not in LINEAR_INIT_LAYERS:

@@ -1,16 +1,17 @@
 """Model files: ``save``/``load`` of every model kind as safetensors plus JSON metadata; atomic writes.
 
-Four kinds of model are stored: ``"deepwiener"`` (:class:`~deepwiener.model.DeepWiener`), ``"rnn"``
-(:class:`~deepwiener.baselines.rnn.RNNModel`), ``"linear"``
+Five kinds of model are stored: ``"deepwiener"`` (:class:`~deepwiener.model.DeepWiener`), ``"lfr"``
+(:class:`~deepwiener.lfr.LFRModel`), ``"rnn"`` (:class:`~deepwiener.baselines.rnn.RNNModel`), ``"linear"``
 (:class:`~deepwiener.baselines.linear.LinearStateSpace`) and ``"ensemble"``
 (:class:`~deepwiener.ensemble.Ensemble` of models of the other kinds). A model file (``*.dw``) is a plain
 safetensors file: the model's ``state_dict`` (weights and the scaler buffers ``u_mean, u_std, y_mean,
 y_std``) as tensors (for a linear model: ``A, B, C, D`` and the scaler, float64), and string metadata:
 
 - ``format``: ``"deepwiener-model/1"``;
-- ``kind``: ``"deepwiener"``, ``"rnn"``, ``"linear"`` or ``"ensemble"`` (files without it hold a deep Wiener
-  model);
-- ``config``: the model's config as JSON (``ModelConfig``, ``RNNConfig``, or :class:`LinearFileConfig`:
+- ``kind``: ``"deepwiener"``, ``"lfr"``, ``"rnn"``, ``"linear"`` or ``"ensemble"`` (files without it hold a
+  deep Wiener model);
+- ``config``: the model's config as JSON (``ModelConfig``, ``LFRConfig``, ``RNNConfig``, or
+  :class:`LinearFileConfig`:
   architecture, ``dt``, seed); for an ensemble ``{"members": [{"kind", "dtype", "config"}, ...]}``, whose
   member ``i`` owns the tensors named ``member<i>.<name>``;
 - ``scaler``: the normalisation statistics as JSON (a readable copy of the scaler buffers; a list of them,
@@ -47,6 +48,7 @@ from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.ensemble import Ensemble, Member
 from deepwiener.errors import DeepWienerError, ModelFileError, check_positive_ints
+from deepwiener.lfr import LFRConfig, LFRModel
 from deepwiener.model import DeepWiener, ModelConfig
 from deepwiener.simulator import DictConfig, check_sampling_time
 
@@ -58,7 +60,7 @@ _REQUIRED_METADATA = ("format", "config", "dtype", "sha256")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _LINEAR_TENSORS = ("A", "B", "C", "D", "u_mean", "u_std", "y_mean", "y_std")
 
-Model = DeepWiener | RNNModel | LinearStateSpace | Ensemble
+Model = DeepWiener | LFRModel | RNNModel | LinearStateSpace | Ensemble
 """What a model file holds."""
 
 
@@ -82,9 +84,11 @@ class LinearFileConfig(DictConfig):
                 "y_mean": (p,), "y_std": (p,)}
 
 
-MemberConfig = ModelConfig | RNNConfig | LinearFileConfig
-_CONFIGS: dict[str, type[MemberConfig]] = {"deepwiener": ModelConfig, "rnn": RNNConfig, "linear": LinearFileConfig}
-_NETWORKS: dict[str, type[DeepWiener] | type[RNNModel]] = {"deepwiener": DeepWiener, "rnn": RNNModel}
+MemberConfig = ModelConfig | LFRConfig | RNNConfig | LinearFileConfig
+_CONFIGS: dict[str, type[MemberConfig]] = {"deepwiener": ModelConfig, "lfr": LFRConfig, "rnn": RNNConfig,
+                                           "linear": LinearFileConfig}
+_NETWORKS: dict[str, type[DeepWiener] | type[LFRModel] | type[RNNModel]] = {"deepwiener": DeepWiener,
+                                                                            "lfr": LFRModel, "rnn": RNNModel}
 KINDS: tuple[str, ...] = (*_CONFIGS, "ensemble")
 """The model kinds a file may hold."""
 
@@ -250,12 +254,12 @@ def _parts(model: Member, path: str | Path) -> tuple[str, dict[str, Any], dict[s
         config = LinearFileConfig(model.n_u, model.n_y, model.n_states, float(model.dt))
         return "linear", config.to_dict(), {name: torch.from_numpy(np.array(getattr(model, name), dtype=np.float64,
                                                                              order="C")) for name in _LINEAR_TENSORS}
-    if isinstance(model, DeepWiener | RNNModel):
-        kind = "deepwiener" if isinstance(model, DeepWiener) else "rnn"
-        return kind, model.config.to_dict(), {name: t.detach().cpu().contiguous()
-                                              for name, t in model.state_dict().items()}
-    raise ModelFileError(f"{path}: cannot save a {type(model).__name__}; expected a DeepWiener, RNNModel, "
-                         "LinearStateSpace or Ensemble")
+    for kind, network in _NETWORKS.items():
+        if isinstance(model, network):
+            return kind, model.config.to_dict(), {name: t.detach().cpu().contiguous()
+                                                  for name, t in model.state_dict().items()}
+    raise ModelFileError(f"{path}: cannot save a {type(model).__name__}; expected a DeepWiener, LFRModel, "
+                         "RNNModel, LinearStateSpace or Ensemble")
 
 
 def _build(path: Path, kind: str, config: MemberConfig, dtype: str, tensors: Mapping[str, torch.Tensor],

@@ -9,8 +9,9 @@ Read top to bottom:
 3. Cut overlapping windows; the first ``washout`` samples of each window warm the state up and are not
    counted in the loss.
 4. Two parameter groups: the linear layers' parameters (``ssm_lr``, no weight decay) and the rest (``lr``).
-5. Loop over epochs with a learning-rate schedule, gradient clipping, a NaN stop, a time budget, early
-   stopping on the validation simulation error, and a resume checkpoint written every epoch.
+5. Loop over epochs with a learning-rate schedule, gradient clipping, recovery from a non-finite loss (back
+   to the epoch's start with half the learning rate, at most ``divergence_retries`` times, then a stop), a
+   time budget, early stopping on the validation simulation error, and a resume checkpoint every epoch.
 6. Restore the parameters of the best validation epoch.
 
 The loss is the mean squared simulation error divided by the training output's variance (NMSE), so outputs
@@ -42,7 +43,7 @@ from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.data import IOData, fit_scaler, make_windows, split_validation
 from deepwiener.data.iodata import check_dt
 from deepwiener.engines import MODES
-from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, unknown_name
+from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, is_integer_in, unknown_name
 from deepwiener.initialization import INITS, LinearOptions, identify_linear, initialize_linear
 from deepwiener.layers import LAYERS
 from deepwiener.model import DeepWiener
@@ -76,6 +77,10 @@ class TrainConfig(DictConfig):
         patience: early stopping after this many epochs without validation improvement (None: never).
         val_fraction: fraction of each training record held out (its tail) when no validation data is given.
         grad_clip: maximum gradient norm (None: no clipping).
+        divergence_retries: how often a non-finite training loss (a simulation that blew up, as a model with a
+            nonlinear feedback loop can after a large step) is recovered from: the parameters and optimiser
+            state return to the start of the epoch, every later learning rate is halved, and the epoch is run
+            again with new shuffling. One more raises DataError.
         seed: seed of the shuffling, dropout and any other randomness of training.
         device: torch device ("cpu", "cuda", ...).
         mode: simulation engine used in training ("auto", "scan", "compiled", ...).
@@ -101,6 +106,7 @@ class TrainConfig(DictConfig):
     patience: int | None = 100
     val_fraction: float = 0.2
     grad_clip: float | None = 1.0
+    divergence_retries: int = 3
     seed: int = 0
     device: str = "cpu"
     mode: str = "auto"
@@ -120,6 +126,7 @@ class TrainConfig(DictConfig):
         _require(self.patience is None or self.patience > 0, "patience", "positive or None")
         _require(0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)")
         _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "positive or None")
+        _require(is_integer_in(self.divergence_retries, 0), "divergence_retries", "an integer >= 0")
         _require(self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'")
         if self.schedule not in SCHEDULES:
             raise unknown_name("schedule", self.schedule, SCHEDULES)
@@ -315,7 +322,7 @@ def _train_loop(
     schedule = _Schedule(config)
     gen = torch.Generator().manual_seed(config.seed)
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": -1,
-                             "best_params": None, "elapsed": 0.0, "bad_epochs": 0}
+                             "best_params": None, "elapsed": 0.0, "bad_epochs": 0, "lr_halvings": 0}
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
         state = _load_checkpoint(ckpt, model, optimizer, schedule, gen)
@@ -326,22 +333,25 @@ def _train_loop(
     budget = config.max_minutes * 60 if config.max_minutes else math.inf
     start = time.monotonic() - state["elapsed"]
     stopped = "epochs"
-    n_batches = max(1, math.ceil(u_win.shape[0] / config.batch_size))
     while state["epoch"] < config.epochs:
         epoch = state["epoch"]
         progress = max(epoch / config.epochs, (time.monotonic() - start) / budget)
-        lr_factor = schedule.lr_factor(epoch, progress)
+        lr_factor = schedule.lr_factor(epoch, progress) * 0.5 ** state["lr_halvings"]
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor
         model.train()
-        perm = torch.randperm(u_win.shape[0], generator=gen)
-        losses = []
-        for i in range(n_batches):
-            idx = perm[i * config.batch_size : (i + 1) * config.batch_size].to(u_win.device)
-            losses.append(_train_step(model, optimizer, u_win[idx], y_win[idx], loss_scale, config))
-        train_loss = float(np.mean(losses))
+        start_of_epoch = _snapshot(model, optimizer) if config.divergence_retries else None
+        train_loss = _train_epoch(model, optimizer, u_win, y_win, loss_scale, config, gen)
         if not math.isfinite(train_loss):
-            raise DataError(f"training diverged at epoch {epoch}: the loss is {train_loss} (lower the lr?)")
+            if state["lr_halvings"] >= config.divergence_retries:
+                raise DataError(f"training diverged at epoch {epoch}: the loss is {train_loss} after "
+                                f"{state['lr_halvings']} recoveries (lower the lr?)")
+            model.load_state_dict(start_of_epoch[0])
+            optimizer.load_state_dict(start_of_epoch[1])
+            state["lr_halvings"] += 1
+            log.warning("non-finite training loss at epoch %d: epoch restarted with the learning rate halved "
+                        "(%d of %d recoveries)", epoch, state["lr_halvings"], config.divergence_retries)
+            continue
         model.eval()
         val_rmse = validation_rmse(model, val_parts, config.mode) if val_parts else train_loss
         improved = val_rmse < state["best_val"]
@@ -374,6 +384,24 @@ def _train_loop(
     log.info("training stopped (%s) after %d epochs; best epoch %d", stopped, state["epoch"], state["best_epoch"])
     return FitResult(state["history"], state["best_epoch"], state["best_val"], state["epoch"],
                      state["elapsed"], stopped)
+
+
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copies of the model's and the optimiser's state, to return to after a non-finite loss."""
+    return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+
+
+def _train_epoch(model: DeepWiener, optimizer: torch.optim.Optimizer, u_win: Tensor, y_win: Tensor, scale: Tensor,
+                 config: TrainConfig, gen: torch.Generator) -> float:
+    """One pass over the windows in a random order; the mean batch loss, or the first non-finite one."""
+    perm = torch.randperm(u_win.shape[0], generator=gen)
+    losses = []
+    for i in range(max(1, math.ceil(u_win.shape[0] / config.batch_size))):
+        idx = perm[i * config.batch_size : (i + 1) * config.batch_size].to(u_win.device)
+        losses.append(_train_step(model, optimizer, u_win[idx], y_win[idx], scale, config))
+        if not math.isfinite(losses[-1]):
+            return losses[-1]
+    return float(np.mean(losses))
 
 
 def _train_step(model: DeepWiener, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor, scale: Tensor,
@@ -429,7 +457,7 @@ def _load_checkpoint(path: Path, model: DeepWiener, optimizer: torch.optim.Optim
     gen.set_state(payload["generator"])
     torch.set_rng_state(payload["torch_rng"])
     log.info("resuming from %s at epoch %d", path, payload["epoch"])
-    keys = ("epoch", "history", "best_val", "best_epoch", "best_params", "elapsed", "bad_epochs")
+    keys = ("epoch", "history", "best_val", "best_epoch", "best_params", "elapsed", "bad_epochs", "lr_halvings")
     return {k: payload[k] for k in keys}
 
 

@@ -28,7 +28,7 @@ time step. numba is optional: without it (or if compilation fails) :func:`availa
 False and :func:`diagonal_recurrence` raises :class:`CompiledUnavailableError`. Compilation is lazy
 (first use) and cached on disk by numba. Kernels run on ``torch.get_num_threads()`` threads, under
 numba's TBB or workqueue threading layer rather than OpenMP unless the user chose one (see
-:func:`_prefer_sleeping_threads`).
+:func:`prefer_sleeping_threads`).
 """
 
 from __future__ import annotations
@@ -166,11 +166,11 @@ def _disable(exc: BaseException) -> None:
     _ENGINE.failed = True
 
 
-_LAUNCH_LOCK = threading.Lock()
+LAUNCH_LOCK = threading.Lock()
 """Serialises kernel launches: the workqueue threading layer aborts the process on concurrent launches."""
 
 
-def _prefer_sleeping_threads() -> None:
+def prefer_sleeping_threads() -> None:
     """Put numba's OpenMP threading layer last (TBB, then workqueue), unless the user chose a layer.
 
     Why: numba otherwise picks OpenMP, whose idle threads spin-wait. When other processes hold the cores
@@ -186,7 +186,7 @@ def _prefer_sleeping_threads() -> None:
 
 def _build() -> None:
     """Create the numba dispatchers and compile them once on tiny float64 inputs."""
-    _prefer_sleeping_threads()
+    prefer_sleeping_threads()
     jit = numba.njit(parallel=True, cache=True, fastmath=False)
     _ENGINE.forward = jit(_forward_kernel)
     _ENGINE.backward = jit(_backward_kernel)
@@ -236,7 +236,7 @@ def _launch(kernel: Callable[..., None], shape: tuple[int, int, int], *args: Any
     threads = 1 if batch * steps * n < _PARALLEL_MIN_WORK else torch_threads
     threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _LAUNCH_LOCK:
+        with LAUNCH_LOCK:
             numba.set_num_threads(threads)
             kernel(*args, _block_size(batch, n, threads))
     except numba.core.errors.NumbaError as exc:

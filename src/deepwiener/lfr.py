@@ -1,0 +1,269 @@
+"""Nonlinear feedback models (LFR): a linear state-space system with a static map inside its feedback loop.
+
+A deep Wiener stack is feedforward: its static maps act on the outputs of linear blocks and never feed back into
+a state. A plant whose nonlinearity sits inside a loop (a hardening spring: the restoring force depends on the
+position it moves) is then approximated, not represented, and outside the training amplitudes each static map
+continues as it happens to (``benchmarks/extrapolation_study.py`` measures this). The nonlinear linear
+fractional representation (NL-LFR) closes the loop through the static map, in normalised units::
+
+    u_n[k]   = (u[k] - u_mean) / u_std                           input, (batch, n_u)
+    z[k]     = F x[k] + G u_n[k]                                  the map's input, (batch, n_w)
+    w[k]     = phi(z[k])                                          static map (``nonlinearities``), (batch, n_w)
+    x[k+1]   = A x[k] + B u_n[k] + E w[k] + b_x                   real state, (batch, n_x)
+    y[k]     = y_mean + y_std (C x[k] + D u_n[k] + H w[k] + b_y)  output, (batch, n_y)
+
+There is no direct path from w to z (no algebraic loop), so simulation is explicit; the state map is nonlinear,
+so it runs sequentially in time (no parallel scan or convolution). Engines (``mode``): "loop", a python loop of
+torch operations (any map, any device), and "compiled", a numba kernel with an analytic backward
+(:mod:`deepwiener.engines.feedback`; the "mlp" map on the CPU, tens of times faster); "auto" takes the compiled
+one where it applies. With phi = 0 the model
+is the linear system (A, B, C, D); a hardening spring is ``phi(z) = z^3`` with z the position and E the force
+input column.
+
+Linear start (``TrainConfig(init="linear")``, :meth:`LFRModel.embed_linear`): (A, B, C, D, b_x, b_y) become the
+best linear model's (padded with uncoupled stable states up to n_x), E = H = 0, so the output equals the linear
+model's. The state coordinates are then whitened (a similarity transform making the states' covariance on the
+training records the identity): a subspace model's states may differ in scale by orders of magnitude, and then
+a small step of E can close an unstable loop through a large entry of F. The rows of F are random directions,
+scaled, and phi's bias set, so that each z channel has zero mean and unit rms on the training records.
+Training then grows E and H from zero.
+
+Reference: R. Vanbeylen, "Nonlinear LFR block-oriented model: potential benefits and improved, user-friendly
+identification method", IEEE Trans. Instrumentation and Measurement 62(12), 2013.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deepwiener.baselines.linear import LinearStateSpace
+from deepwiener.engines import MODES, feedback
+from deepwiener.errors import ConfigError, check_positive_ints, unknown_name
+from deepwiener.nonlinearities import MLP, NONLINEARITIES, make_nonlinearity
+from deepwiener.simulator import DictConfig, ScaledSimulator, check_sampling_time
+
+LFRState = tuple[Tensor]
+PAD_POLE = 0.5
+"""Pole of the uncoupled states that pad a linear start of lower order than n_x."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LFRConfig(DictConfig):
+    """Everything that determines an ``LFRModel``.
+
+    Attributes:
+        n_u, n_y: numbers of inputs and outputs.
+        n_x: real states of the linear part.
+        n_w: channels of the static map (its input z and output w).
+        nonlinearity: the static map phi, a name in ``nonlinearities.NONLINEARITIES``.
+        seed: seed of the parameter initialisation.
+        dt: sampling time of the data in seconds (set by ``fit``).
+        kind: the model family, "lfr" (a class constant, not a field).
+    """
+
+    kind: ClassVar[str] = "lfr"
+
+    n_u: int
+    n_y: int
+    n_x: int = 8
+    n_w: int = 4
+    nonlinearity: str = "mlp"
+    seed: int = 0
+    dt: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive_ints(n_u=self.n_u, n_y=self.n_y, n_x=self.n_x, n_w=self.n_w)
+        if self.nonlinearity not in NONLINEARITIES:
+            raise unknown_name("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        check_sampling_time(self.dt)
+
+
+class LFRModel(ScaledSimulator):
+    """A nonlinear LFR simulation model for n_u inputs and n_y outputs, in physical units (module docstring).
+
+    Args:
+        n_u, n_y, n_x, n_w, nonlinearity, seed, dt: the fields of :class:`LFRConfig`.
+
+    The random start: A diagonal with poles uniform in [0.5, 0.95], B, C, F, G Gaussian with variance 1/fan-in,
+    D = 0, E and H small (std 0.01), biases 0.
+    """
+
+    def __init__(self, n_u: int, n_y: int, n_x: int = 8, n_w: int = 4, nonlinearity: str = "mlp", seed: int = 0,
+                 dt: float = 1.0) -> None:
+        super().__init__()
+        self.config = LFRConfig(n_u=n_u, n_y=n_y, n_x=n_x, n_w=n_w, nonlinearity=nonlinearity, seed=seed, dt=dt)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.A = nn.Parameter(torch.diag(torch.empty(n_x).uniform_(0.5, 0.95)))
+            self.B = nn.Parameter(torch.randn(n_x, n_u) / n_u**0.5)
+            self.E = nn.Parameter(0.01 * torch.randn(n_x, n_w))
+            self.b_x = nn.Parameter(torch.zeros(n_x))
+            self.F = nn.Parameter(torch.randn(n_w, n_x) / n_x**0.5)
+            self.G = nn.Parameter(torch.randn(n_w, n_u) / n_u**0.5)
+            self.C = nn.Parameter(torch.randn(n_y, n_x) / n_x**0.5)
+            self.D = nn.Parameter(torch.zeros(n_y, n_u))
+            self.H = nn.Parameter(0.01 * torch.randn(n_y, n_w))
+            self.b_y = nn.Parameter(torch.zeros(n_y))
+            self.phi = make_nonlinearity(nonlinearity, n_w)
+        self.register_scaler()
+
+    @classmethod
+    def from_config(cls, config: LFRConfig) -> LFRModel:
+        """Rebuild a model (fresh parameters from ``config.seed``) from its config."""
+        return cls(**config.to_dict())
+
+    def init_state(self, batch: int) -> LFRState:
+        """Zero state: ``(x,)`` with x (batch, n_x) in normalised coordinates."""
+        return (self.A.new_zeros(batch, self.config.n_x),)
+
+    def poles(self) -> np.ndarray:
+        """(n_x,) complex eigenvalues of A: the poles of the linear part (the model linearised where phi = 0)."""
+        return np.linalg.eigvals(self.A.detach().double().cpu().numpy())
+
+    def engine(self, mode: str, device_type: str) -> str:
+        """The engine ("loop" or "compiled") that ``mode`` means for this model on this device type.
+
+        Raises:
+            ConfigError: an unknown mode, "scan"/"fft" (linear systems only), or "compiled" where it cannot run.
+        """
+        if mode not in MODES:
+            raise unknown_name("mode", mode, MODES)
+        if mode in ("scan", "fft"):
+            raise ConfigError(f"mode {mode!r} simulates linear systems; an LFR model's loop is nonlinear: use "
+                              "'auto', 'loop' or 'compiled'")
+        fits = device_type == "cpu" and isinstance(self.phi, MLP)
+        if mode == "compiled" and not fits:
+            raise ConfigError("mode 'compiled' runs LFR models with nonlinearity 'mlp' on the CPU only (got "
+                              f"{self.config.nonlinearity!r} on {device_type!r})")
+        if mode == "compiled" and not feedback.available():
+            raise ConfigError("mode 'compiled' needs numba: pip install 'deepwiener[fast]'")
+        return "compiled" if mode == "compiled" or (mode == "auto" and fits and feedback.available()) else "loop"
+
+    def trajectory(self, u_n: Tensor, x: Tensor, mode: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+        """Run the loop on a normalised input.
+
+        Args:
+            u_n: (batch, time, n_u) normalised input.
+            x: (batch, n_x) initial state.
+            mode: "auto", "loop" or "compiled" (module docstring).
+
+        Returns:
+            states x[k]: (batch, time, n_x), map outputs w[k]: (batch, time, n_w), final state x[T]: (batch, n_x).
+        """
+        n_x = self.config.n_x
+        drive = nn.functional.linear(u_n, self.B, self.b_x)  # (batch, time, n_x)
+        direct = nn.functional.linear(u_n, self.G)  # (batch, time, n_w)
+        if self.engine(mode, u_n.device.type) == "compiled":
+            mlp = self.phi
+            return feedback.perceptron_loop(drive, direct, x, self.A, self.F, self.E, mlp.bias, mlp.hidden.weight,
+                                            mlp.hidden.bias, mlp.out.weight, mlp.out.bias)
+        state_map = torch.cat([self.A, self.F]).T  # (n_x, n_x + n_w): x -> [A x, F x]
+        states, maps = [], []
+        for k in range(u_n.shape[1]):
+            states.append(x)
+            mixed = x @ state_map
+            w = self.phi(mixed[:, n_x:] + direct[:, k])
+            maps.append(w)
+            x = torch.addmm(mixed[:, :n_x] + drive[:, k], w, self.E.T)
+        return torch.stack(states, 1), torch.stack(maps, 1), x
+
+    def forward(self, u: Tensor, state: LFRState | None = None, mode: str = "auto") -> tuple[Tensor, LFRState]:
+        """Simulate the model.
+
+        Args:
+            u: (batch, time, n_u) real, physical units.
+            state: ``init_state``-shaped tuple; zeros if None.
+            mode: "auto", "loop" or "compiled" (module docstring).
+
+        Returns:
+            y: (batch, time, n_y) physical units, and the final state ``(x,)``.
+        """
+        self.check_input(u)
+        x0 = self.init_state(u.shape[0])[0] if state is None else state[0]
+        u_n = self.normalize_input(u)
+        states, maps, final = self.trajectory(u_n, x0, mode)
+        y_n = (nn.functional.linear(states, self.C, self.b_y) + nn.functional.linear(u_n, self.D)
+               + nn.functional.linear(maps, self.H))
+        return self.denormalize_output(y_n), (final,)
+
+    def stepper(self) -> LFRStepper:
+        """A one-sample-at-a-time simulator (the loop of ``forward`` on length-1 sequences)."""
+        return LFRStepper(self)
+
+    @torch.no_grad()
+    def embed_linear(self, linear: LinearStateSpace, inputs: Sequence[np.ndarray]) -> None:
+        """Start as ``linear`` (module docstring): the output equals its output, the feedback is off.
+
+        Call it after the model's scaler is set; the parameters keep their dtype and device.
+
+        Args:
+            linear: a linear model with the model's n_u and n_y and at most n_x states.
+            inputs: training input records, each (T, n_u) physical: they set the scale of z.
+
+        Raises:
+            ConfigError: mismatched channel counts or a linear model with more than n_x states.
+        """
+        cfg = self.config
+        if (linear.n_u, linear.n_y) != (cfg.n_u, cfg.n_y):
+            raise ConfigError(f"the linear model has n_u={linear.n_u}, n_y={linear.n_y}; the model has "
+                              f"n_u={cfg.n_u}, n_y={cfg.n_y}")
+        n = linear.n_states
+        if n > cfg.n_x:
+            raise ConfigError(f"the linear model has {n} states; n_x is {cfg.n_x}")
+        like = self.A
+
+        def tensor(value: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.array(value, dtype=np.float64), dtype=like.dtype, device=like.device)
+
+        # the linear model's normalised input u' = (u - a_mean) / a_std = in_gain * u_n + in_shift
+        in_gain = tensor(self.u_std.double().cpu().numpy() / linear.u_std)
+        in_shift = tensor((self.u_mean.double().cpu().numpy() - linear.u_mean) / linear.u_std)
+        out_gain = tensor(linear.y_std) / self.y_std  # (n_y,): model-normalised output per linear-normalised one
+        A, B, C, D = (tensor(m) for m in (linear.A, linear.B, linear.C, linear.D))
+        self.A.copy_(torch.eye(cfg.n_x, dtype=like.dtype, device=like.device) * PAD_POLE)
+        self.A[:n, :n] = A
+        self.B[n:] = 0.01 * self.B[n:]
+        self.B[:n] = B * in_gain
+        self.b_x.zero_()
+        self.b_x[:n] = B @ in_shift
+        self.C.zero_()
+        self.C[:, :n] = out_gain[:, None] * C
+        self.D.copy_(out_gain[:, None] * D * in_gain)
+        self.b_y.copy_(out_gain * (D @ in_shift) + (tensor(linear.y_mean) - self.y_mean) / self.y_std)
+        self.E.zero_()
+        self.H.zero_()
+        self.G.zero_()
+        states = torch.cat([self.trajectory(self.normalize_input(tensor(u))[None], self.init_state(1)[0])[0][0]
+                            for u in inputs])  # (samples, n_x): the states under the linear model
+        eye = torch.eye(cfg.n_x, dtype=like.dtype, device=like.device)
+        root = torch.linalg.cholesky(torch.cov(states.T) + 1e-9 * eye)  # state covariance = root root^T
+        whiten = torch.linalg.solve_triangular(root, eye, upper=False)  # x' = whiten x has unit covariance
+        self.A.copy_(whiten @ self.A @ root)
+        self.B.copy_(whiten @ self.B)
+        self.b_x.copy_(whiten @ self.b_x)
+        self.C.copy_(self.C @ root)
+        z = (states @ whiten.T) @ self.F.T  # (samples, n_w): z under the linear model
+        self.F.div_(z.std(0).clamp_min(1e-12)[:, None])
+        self.phi.bias.copy_(-z.mean(0) / z.std(0).clamp_min(1e-12))
+
+
+class LFRStepper:
+    """Streaming simulation of an ``LFRModel``: ``step(u_k, state) -> (y_k, state)``."""
+
+    def __init__(self, model: LFRModel) -> None:
+        self.model = model
+
+    def init_state(self, batch: int) -> LFRState:
+        """Zero state (see ``LFRModel.init_state``)."""
+        return self.model.init_state(batch)
+
+    def step(self, u_k: Tensor, state: LFRState) -> tuple[Tensor, LFRState]:
+        """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
+        y, state = self.model(u_k[:, None], state)
+        return y[:, 0], state
