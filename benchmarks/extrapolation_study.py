@@ -21,15 +21,18 @@ Records (all from rest; the first period of each multisine is dropped, so its re
   the largest training |y| (Silverbox's "no extrapolation" part).
 Test errors count from ``INIT_WINDOW`` on, as on Silverbox.
 
-Models: the Silverbox headline configuration (``accuracy/configs/silverbox.toml``: layer options, window,
-washout, schedule, engine, linear initialisation) made small (``--d-model``, ``--d-state``, ``--n-layers``), one
-per map and seed, each trained for the same wall-clock budget (``--minutes``). The linear reference is N4SID
-with the order chosen on the validation record.
+Models, one per name and seed, each trained for the same wall-clock budget (``--minutes``):
+- a map name (``MAPS``): the Silverbox headline configuration (``accuracy/configs/silverbox.toml``: layer
+  options, window, washout, schedule, engine, linear initialisation) made small (``--d-model``, ``--d-state``,
+  ``--n-layers``), with that static map;
+- "lfr": the nonlinear feedback model of ``accuracy/configs/silverbox-lfr.toml`` as it is (``deepwiener.lfr``).
+The linear reference is N4SID with the order chosen on the validation record.
 
 One command::
 
-    python benchmarks/extrapolation_study.py --threads 1 --jobs 2     # 5 maps x 2 seeds x 4 minutes, 2 at once (21 min)
-    python benchmarks/extrapolation_study.py --minutes 0.05 --seeds 0 --maps gelu   # a smoke test
+    python benchmarks/extrapolation_study.py --threads 1 --jobs 2   # 6 models x 2 seeds x 4 minutes, 2 at once (25 min)
+    python benchmarks/extrapolation_study.py --models lfr --add --threads 1 --jobs 2   # add a model to the results
+    python benchmarks/extrapolation_study.py --minutes 0.05 --seeds 0 --models gelu   # a smoke test
 
 Writes ``results/extrapolation_study/results.json`` and ``results.md``.
 """
@@ -61,6 +64,9 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "extrapolation_study"
 MAPS = ("gelu", "glu", "mlp", "linear_tanh", "poly")
 """Maps compared: those that can start from the best linear model, as the headline does (elu and tanh cannot)."""
+LFR = "lfr"
+"""The nonlinear feedback model, as configured for Silverbox."""
+MODELS = (*MAPS, LFR)
 
 DT = 1 / 610.35
 """Sampling time (Silverbox's), s."""
@@ -151,36 +157,38 @@ def make_benchmark(seed: int = 0) -> tuple[Benchmark, IOData]:
                      scale=1000.0), val
 
 
-def study_config(args: argparse.Namespace, nonlinearity: str, seed: int) -> RunConfig:
-    """The Silverbox headline configuration with a small model, the given map, budget and seed."""
+def study_config(args: argparse.Namespace, name: str, seed: int) -> RunConfig:
+    """The configuration of model ``name`` (module docstring) with the study's budget and the given seed."""
+    train = {"max_minutes": args.minutes, "epochs": 10**6, "patience": 10**6, "seed": seed}
+    if name == LFR:
+        return resolve(HERE / "accuracy" / "configs" / "silverbox-lfr.toml", {"model": {"seed": seed}, "train": train})
     return resolve(HERE / "accuracy" / "configs" / "silverbox.toml", {
         "model": {"d_model": args.d_model, "d_state": args.d_state, "n_layers": args.n_layers,
-                  "nonlinearity": nonlinearity, "seed": seed},
-        "train": {"max_minutes": args.minutes, "epochs": 10**6, "patience": 10**6, "seed": seed},
+                  "nonlinearity": name, "seed": seed},
+        "train": train,
     })
 
 
-def train_one(args: argparse.Namespace, data: Benchmark, val: IOData, nonlinearity: str, seed: int
-              ) -> dict[str, Any]:
+def train_one(args: argparse.Namespace, data: Benchmark, val: IOData, name: str, seed: int) -> dict[str, Any]:
     """Train one model for the budget (in a worker process); its validation RMSE and test metrics."""
     set_threads(args.threads)
-    cfg = study_config(args, nonlinearity, seed)
+    cfg = study_config(args, name, seed)
     model = cfg.build_model(1, 1)
     start = time.monotonic()
     result = fit(model, data.train, cfg.train, val=[val])
-    row = {"nonlinearity": nonlinearity, "seed": seed, "epochs": result.epochs_run,
+    row = {"model": name, "seed": seed, "commit": args.commit, "epochs": result.epochs_run,
            "best_val_rmse": result.best_val_rmse, "wall_seconds": round(time.monotonic() - start, 1),
            "n_parameters": model.n_parameters, "metrics": evaluate_all(model.cpu(), data)}
-    print(f"[{nonlinearity} seed {seed}] val {row['best_val_rmse']:.4g} " + " ".join(
+    print(f"[{name} seed {seed}] val {row['best_val_rmse']:.4g} " + " ".join(
         f"{name} {m['rmse']:.4g}" for name, m in row["metrics"].items()), flush=True)
     return row
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per map: the mean and spread over seeds of the validation RMSE and of each test RMSE."""
+    """Per model: the mean and spread over seeds of the validation RMSE and of each test RMSE."""
     out: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(r["nonlinearity"] for r in runs):
-        rows = [r for r in runs if r["nonlinearity"] == name]
+    for name in dict.fromkeys(r["model"] for r in runs):
+        rows = [r for r in runs if r["model"] == name]
         val = np.array([r["best_val_rmse"] for r in rows])
         out[name] = {"val_rmse_mean": float(val.mean()), "val_rmse_std": float(val.std()),
                      "test_rmse_mean": {t: float(np.mean([r["metrics"][t]["rmse"] for r in rows]))
@@ -191,13 +199,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The results table: per map, mean +- std over seeds (mV)."""
+    """The results table: per model, mean +- std over seeds (mV)."""
     tests = list(result["linear"]["metrics"])
+    commits = ", ".join(f"{name} {' '.join(sorted({r['commit'] for r in result['runs'] if r['model'] == name}))}"
+                        for name in result["summary"])
     lines = ["## Extrapolation study (simulated hardening oscillator)", "",
              f"Machine: {result['machine']['processor']}, {result['settings']['threads'] or 'default'} torch "
-             f"thread(s) per run; commit {result['commit']}; {result['settings']['minutes']} min per run, seeds "
-             f"{' '.join(map(str, result['settings']['seeds']))}. Largest training |y| {result['y_max']:.4f} V; "
-             f"the arrow leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
+             f"thread(s) per run; {result['settings']['minutes']} min per run, seeds "
+             f"{' '.join(map(str, result['settings']['seeds']))}; commits: {commits}. Largest training |y| "
+             f"{result['y_max']:.4f} V; the arrow leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
              "| model | validation RMSE [mV] | " + " | ".join(f"{t} RMSE [mV]" for t in tests) + " |",
              "|---" * (len(tests) + 2) + "|"]
     val_lin = result["linear"]["val_rmse"] * 1000
@@ -205,7 +215,8 @@ def markdown(result: dict[str, Any]) -> str:
                  + " | ".join(f"{result['linear']['metrics'][t]['rmse']:.3g}" for t in tests) + " |")
     for name, s in result["summary"].items():
         cells = [f"{s['test_rmse_mean'][t]:.3g} +- {s['test_rmse_std'][t]:.2g}" for t in tests]
-        lines.append(f"| deepwiener {name} | {s['val_rmse_mean'] * 1000:.3g} +- {s['val_rmse_std'] * 1000:.2g} | "
+        label = "LFR (silverbox-lfr)" if name == LFR else f"deep Wiener, {name}"
+        lines.append(f"| {label} | {s['val_rmse_mean'] * 1000:.3g} +- {s['val_rmse_std'] * 1000:.2g} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -214,7 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=4.0, help="training budget per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--maps", nargs="+", default=list(MAPS), help="static maps (model.nonlinearity) to compare")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
+                        help="static maps of the deep Wiener model, and lfr (module docstring)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the runs of other (model, seed) pairs already in results.json")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the simulated records")
     parser.add_argument("--d-model", type=int, default=16)
     parser.add_argument("--d-state", type=int, default=16)
@@ -223,23 +237,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    for name in args.maps:  # fail before any training, not in a worker minutes later
+    args.commit = git_commit()
+    for name in args.models:  # fail before any training, not in a worker minutes later
         cfg = study_config(args, name, args.seeds[0])
         if cfg.train.init == "linear":
             check_linear_init(cfg.build_model(1, 1))
+    previous = json.loads((args.out / "results.json").read_text()) if args.add else None
     data, val = make_benchmark(args.data_seed)
     linear, val_by_order = best_linear(list(data.train), val, orders=(2, 4, 6, 8, 10), n_skip=INIT_WINDOW)
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "machine": {**machine(), "torch_threads": args.threads},
-        "commit": git_commit(), "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "commit": args.commit, "settings": {k: v for k, v in vars(args).items() if k not in ("out", "commit")},
         "y_max": largest_output(data.train),
         "arrow_beyond": len(data.tests["arrow_in_range"]),
         "linear": {"model": f"N4SID order {linear.n_states}", "val_rmse": val_by_order[linear.n_states],
                    "metrics": evaluate_all(linear, data)},
     }
-    jobs = [(name, seed) for name in args.maps for seed in args.seeds]
+    jobs = [(name, seed) for name in args.models for seed in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(train_one, repeat(args), repeat(data), repeat(val), *zip(*jobs, strict=True)))
+    if previous is not None:
+        runs = [r for r in previous["runs"] if (r["model"], r["seed"]) not in set(jobs)] + runs
+        result["command"] = f"{previous['command']} ; {result['command']}"
     result["runs"] = runs
     result["summary"] = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
 from deepwiener.evaluation import Metrics, Simulator, evaluate, evaluate_all
 from deepwiener.io import load, save
+from deepwiener.lfr import LFRConfig, LFRModel
 from deepwiener.metrics import fit_percent, nrmse, r2, rmse
 from deepwiener.model import DeepWiener, ModelConfig
 from deepwiener.training import EpochInfo, FitResult, TrainConfig, fit
@@ -42,6 +43,8 @@ __all__ = [
     "EpochInfo",
     "FitResult",
     "IOData",
+    "LFRConfig",
+    "LFRModel",
     "Metrics",
     "ModelConfig",
     "ModelFileError",

@@ -117,7 +117,8 @@ def demo(
 @app.command(epilog="Examples: deepwiener train --benchmark silverbox --layer lru --d-model 16 --n-layers 4 "
                     "--max-minutes 10 --out runs/sb-lru  |  deepwiener train --csv rig.csv --u V1 --y V2 "
                     "--dt 0.0016384 --config lru-small.toml --out runs/rig  |  deepwiener train --benchmark "
-                    "silverbox --model lstm --hidden 32 --out runs/sb-lstm")
+                    "silverbox --model lstm --hidden 32 --out runs/sb-lstm  |  deepwiener train --benchmark silverbox "
+                    "--model lfr --n-x 8 --n-w 16 --init linear --out runs/sb-lfr")
 def train(
     ctx: typer.Context,
     benchmark: BenchmarkOpt = None,
@@ -134,6 +135,8 @@ def train(
     n_layers: Annotated[int | None, typer.Option(help="Number of blocks.")] = None,
     nonlinearity: Annotated[str | None, typer.Option(help="Static map: gelu, tanh, mlp, linear_tanh, ...")] = None,
     hidden: Annotated[int | None, typer.Option(help="Width of each recurrent layer (lstm, gru).")] = None,
+    n_x: Annotated[int | None, typer.Option(help="Real states of the linear part (lfr).")] = None,
+    n_w: Annotated[int | None, typer.Option(help="Channels of the static map in the loop (lfr).")] = None,
     integrator: Annotated[bool | None, typer.Option(
         "--integrator/--no-integrator",
         help="Sum the model's output over time (plants with a pure integrator, e.g. a position).")] = None,
@@ -147,12 +150,12 @@ def train(
         help="Run directory (default runs/<data>-<layer or model>-<time>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run.")] = False,
 ) -> None:
-    """Train a deep Wiener model (or an lstm, gru or linear baseline) and write a run directory; benchmarks are
-    evaluated on every test set."""
+    """Train a deep Wiener model (or an lfr nonlinear feedback model, or an lstm, gru or linear baseline) and
+    write a run directory; benchmarks are evaluated on every test set."""
     cfg = config_mod.resolve(config, {
         "data": _data_flags(benchmark, csv, u, y, dt, init_window),
         "model": {"kind": model_kind, "layer": layer, "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
-                  "nonlinearity": nonlinearity, "hidden": hidden, "integrator": integrator,
+                  "nonlinearity": nonlinearity, "hidden": hidden, "n_x": n_x, "n_w": n_w, "integrator": integrator,
                   "seed": None if model_kind == "linear" else seed},
         "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed, "init": init},
     })

@@ -20,12 +20,13 @@ one where it applies. With phi = 0 the model
 is the linear system (A, B, C, D); a hardening spring is ``phi(z) = z^3`` with z the position and E the force
 input column.
 
-Linear start (``TrainConfig(init="linear")``, :meth:`LFRModel.embed_linear`): (A, B, C, D, b_x, b_y) become the
-best linear model's (padded with uncoupled stable states up to n_x), E = H = 0, so the output equals the linear
-model's. The state coordinates are then whitened (a similarity transform making the states' covariance on the
-training records the identity): a subspace model's states may differ in scale by orders of magnitude, and then
-a small step of E can close an unstable loop through a large entry of F. The rows of F are random directions,
-scaled, and phi's bias set, so that each z channel has zero mean and unit rms on the training records.
+Linear start (``TrainConfig(init="linear")``, :meth:`LFRModel.embed_linear`): (A, B, C, D, b_x, b_y) become the best
+linear model's (padded up to n_x with uncoupled states: distinct stable poles, random input columns, unobserved), E
+= H = 0, so the output equals the linear model's. The state coordinates are then whitened (a similarity transform
+making the states' covariance on the training records the identity; directions with less than 1e-6 of the largest
+variance are scaled as if they had that much): a subspace model's states may differ in scale by orders of magnitude,
+and then a small step of E can close an unstable loop through a large entry of F. The rows of F are random
+directions, scaled, and phi's bias set, so that each z channel has zero mean and unit rms on the training records.
 Training then grows E and H from zero.
 
 Reference: R. Vanbeylen, "Nonlinear LFR block-oriented model: potential benefits and improved, user-friendly
@@ -49,8 +50,12 @@ from deepwiener.nonlinearities import MLP, NONLINEARITIES, make_nonlinearity
 from deepwiener.simulator import DictConfig, ScaledSimulator, check_sampling_time
 
 LFRState = tuple[Tensor]
-PAD_POLE = 0.5
-"""Pole of the uncoupled states that pad a linear start of lower order than n_x."""
+
+
+def pad_poles(count: int) -> np.ndarray:
+    """Poles of the ``count`` uncoupled states that pad a linear start of lower order than n_x: distinct, spread
+    over [0.3, 0.7], so that the padding states' responses are linearly independent and can be whitened."""
+    return np.linspace(0.3, 0.7, count) if count > 1 else np.full(count, 0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,9 +231,8 @@ class LFRModel(ScaledSimulator):
         in_shift = tensor((self.u_mean.double().cpu().numpy() - linear.u_mean) / linear.u_std)
         out_gain = tensor(linear.y_std) / self.y_std  # (n_y,): model-normalised output per linear-normalised one
         A, B, C, D = (tensor(m) for m in (linear.A, linear.B, linear.C, linear.D))
-        self.A.copy_(torch.eye(cfg.n_x, dtype=like.dtype, device=like.device) * PAD_POLE)
+        self.A.copy_(torch.diag(tensor(np.concatenate([np.zeros(n), pad_poles(cfg.n_x - n)]))))
         self.A[:n, :n] = A
-        self.B[n:] = 0.01 * self.B[n:]
         self.B[:n] = B * in_gain
         self.b_x.zero_()
         self.b_x[:n] = B @ in_shift
@@ -241,9 +245,11 @@ class LFRModel(ScaledSimulator):
         self.G.zero_()
         states = torch.cat([self.trajectory(self.normalize_input(tensor(u))[None], self.init_state(1)[0])[0][0]
                             for u in inputs])  # (samples, n_x): the states under the linear model
-        eye = torch.eye(cfg.n_x, dtype=like.dtype, device=like.device)
-        root = torch.linalg.cholesky(torch.cov(states.T) + 1e-9 * eye)  # state covariance = root root^T
-        whiten = torch.linalg.solve_triangular(root, eye, upper=False)  # x' = whiten x has unit covariance
+        variances, axes = torch.linalg.eigh(torch.cov(states.T).reshape(cfg.n_x, cfg.n_x))
+        floored = axes * variances.clamp_min(1e-6 * variances.max()) @ axes.T  # the covariance, no direction flat
+        root = torch.linalg.cholesky(floored)  # floored = root root^T
+        whiten = torch.linalg.solve_triangular(root, torch.eye(cfg.n_x, dtype=like.dtype, device=like.device),
+                                               upper=False)  # x' = whiten x
         self.A.copy_(whiten @ self.A @ root)
         self.B.copy_(whiten @ self.B)
         self.b_x.copy_(whiten @ self.b_x)
