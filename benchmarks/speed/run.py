@@ -9,6 +9,8 @@ Cases (float32, the training dtype; ``DeepWiener(1, 1, ...)``):
 - ``wide``: LRU, d_model 64, d_state 64, 4 blocks, ELU, batch 16 x 4096;
 - ``simulation``: the paper model over 10^6 samples, batch 1, forward only;
 - ``streaming``: the paper model one sample at a time (``model.fast_stepper().step`` and ``model.stepper()``);
+- ``lfr``: the nonlinear feedback model of ``accuracy/configs/silverbox-lfr.toml`` (``LFRModel``, 8 states closed
+  through a 16-channel perceptron), batch 32 x 512: its torch loop against the compiled loop kernel;
 - ``bandwidth``: the wide model's forward scan (one block's diagonal recurrence) against a memory-bandwidth
   bound. The scan reads bu and writes X, both (batch, T, n) complex64, so it moves
   ``bytes = 2 * 8 * batch * T * n`` and cannot take less than ``bytes / copy bandwidth``, the bandwidth
@@ -51,8 +53,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepwiener.engines import compiled, resolve_mode
+from deepwiener.engines import compiled, feedback, resolve_mode
 from deepwiener.engines.scan import diagonal_recurrence_scan
+from deepwiener.lfr import LFRModel
 from deepwiener.model import DeepWiener
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +69,7 @@ ENV_VARS = ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE", "OMP_NUM_THREADS", "NUMBA
 
 PAPER = {"layer": "lru", "d_model": 3, "d_state": 6, "n_layers": 4, "nonlinearity": "elu"}
 WIDE = {"layer": "lru", "d_model": 64, "d_state": 64, "n_layers": 4, "nonlinearity": "elu"}
+LFR = {"n_x": 8, "n_w": 16, "nonlinearity": "mlp"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Sizes:
 
     paper: tuple[int, int] = (30, 512)
     wide: tuple[int, int] = (16, 4096)
+    lfr: tuple[int, int] = (32, 512)
     simulation: int = 1_000_000
     loop_prefix: int = 50_000  # samples the loop is timed on in the simulation case
     stream_fast: int = 20_000  # samples stepped with the fast streamer
@@ -83,7 +88,7 @@ class Sizes:
     loop_repeats: int = 3
 
 
-QUICK = Sizes(paper=(4, 128), wide=(2, 256), simulation=20_000, loop_prefix=2_000, stream_fast=2_000,
+QUICK = Sizes(paper=(4, 128), wide=(2, 256), lfr=(4, 64), simulation=20_000, loop_prefix=2_000, stream_fast=2_000,
               stream_torch=200, copy_mb=16, repeats=2, loop_repeats=1)
 
 
@@ -187,6 +192,22 @@ def training_case(config: dict[str, Any], batch: int, steps: int, sizes: Sizes, 
     fwd = time_round_robin(calls_fwd, repeats)
     system = model.blocks[0].lti.discretize()
     return {"config": config, "batch": batch, "steps": steps, "auto": resolve_mode(system, "cpu", "auto"),
+            "train_s": train, "forward_s": fwd,
+            "train_speedup": {k: train["loop"] / v for k, v in train.items()},
+            "forward_speedup": {k: fwd["loop"] / v for k, v in fwd.items()}}
+
+
+def lfr_case(batch: int, steps: int, sizes: Sizes) -> dict[str, Any]:
+    """Forward+backward and forward-only time of the LFR model's two engines on one batch."""
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(batch, steps, 1, generator=gen)
+    target = torch.randn(batch, steps, 1, generator=gen)
+    model = LFRModel(1, 1, **LFR)
+    engines = ("loop", "compiled")
+    repeats = {"loop": sizes.loop_repeats, "compiled": sizes.repeats}
+    train = time_round_robin({e: train_step(model, u, target, mode=e) for e in engines}, repeats)
+    fwd = time_round_robin({e: forward_only(model, u, mode=e) for e in engines}, repeats)
+    return {"config": LFR, "batch": batch, "steps": steps, "auto": model.engine("auto", "cpu"),
             "train_s": train, "forward_s": fwd,
             "train_speedup": {k: train["loop"] / v for k, v in train.items()},
             "forward_speedup": {k: fwd["loop"] / v for k, v in fwd.items()}}
@@ -333,7 +354,8 @@ def markdown(result: dict[str, Any]) -> str:
              "", "### Targets", "", _row(["target", "measured", "met"]), "|---|---|---|"]
     lines += [_row([t, v, "yes" if ok else "**no**"]) for t, v, ok in targets(result)]
     lines += ["", *_training_table("Paper model (LRU 4 x 3 channels x 6 states, ELU)", result["paper"]),
-              *_training_table("Wide model (LRU 4 x 64 channels x 64 states, ELU)", result["wide"])]
+              *_training_table("Wide model (LRU 4 x 64 channels x 64 states, ELU)", result["wide"]),
+              *_training_table("LFR model (8 states, 16-channel perceptron in the loop)", result["lfr"])]
     sim = result["simulation"]
     lines += [f"### Simulation: paper model, {sim['samples']:,} samples, batch 1, forward only", "",
               _row(["engine", "vs loop", "time [s]"]), "|---|---:|---:|"]
@@ -370,14 +392,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else Sizes()
     out = args.out or RESULTS / ("speed-quick" if args.quick else "speed")
-    if not compiled.available():
-        raise SystemExit("the compiled engine is unavailable: pip install 'deepwiener[fast]'")
+    if not (compiled.available() and feedback.available()):
+        raise SystemExit("the compiled engines are unavailable: pip install 'deepwiener[fast]'")
     peer, peer_note = peer_layer()
     load_start = os.getloadavg()
     result: dict[str, Any] = {"commit": git_commit(), "peer": peer_note, "sizes": dataclasses.asdict(sizes)}
     for name, run in (("streaming", lambda: streaming_case(sizes)),
                       ("paper", lambda: training_case(PAPER, *sizes.paper, sizes, peer)),
                       ("wide", lambda: training_case(WIDE, *sizes.wide, sizes, peer)),
+                      ("lfr", lambda: lfr_case(*sizes.lfr, sizes)),
                       ("simulation", lambda: simulation_case(sizes, peer)),
                       ("bandwidth", lambda: bandwidth_case(*sizes.wide, sizes))):
         start = time.perf_counter()

@@ -423,6 +423,10 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], lef
 
 def _print_metrics(results: Mapping[str, Metrics], title: str) -> None:
     stdout.print(_table(title, report_mod.METRICS_HEADER, report_mod.metrics_rows(results), left=("test", "unit")))
+    for name, m in results.items():
+        if "diverged_at" in m:
+            stdout.print(f"note: the simulation of {name!r} diverged (NaN/inf from sample {m['diverged_at']} on): "
+                         "its errors are infinite", soft_wrap=True, markup=False)
 
 
 def _print_segments(results: Mapping[str, Metrics]) -> None:

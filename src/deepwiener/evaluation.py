@@ -7,6 +7,10 @@ unit (``IOData.report_unit``, e.g. mV for Silverbox), else in the data's unit (`
 NRMSE, FIT and R^2 are unitless. Any object with ``simulate(u) -> y`` and ``dt`` can be evaluated (a
 ``DeepWiener`` model, a linear baseline, ...).
 
+A simulation that blows up (NaN or inf, as an unstable model can beyond its training amplitudes) is a result,
+not an error: its metrics are rmse = nrmse = inf, fit = r2 = -inf, with ``diverged_at`` the first sample that
+is not finite (JSON files write inf as ``Infinity``).
+
 ``input_reach(u, low, high)`` says whether a test input leaves the range of the training inputs, where any
 identified model extrapolates (the command line prints it beside the metrics). ``evaluate(..., segments=n)``
 also gives the RMSE of each of n consecutive parts of the counted samples: where in time the error lies (a
@@ -15,6 +19,7 @@ drift that grows, an input or output range reached only late in the record).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, NotRequired, Protocol, TypedDict
 
 import numpy as np
@@ -50,6 +55,8 @@ class Metrics(TypedDict):
         n_samples: number of samples counted (T - init_window).
         segment_starts: only with ``segments``: first sample of each part (indices into the record).
         segment_rmse: only with ``segments``: RMSE in ``unit`` of each part, per-output lists when n_y > 1.
+        diverged_at: only when the simulation is not finite everywhere: the first such sample (the error
+            metrics are then inf, FIT and R^2 -inf, and so is the RMSE of every part from that sample on).
     """
 
     rmse: float | list[float]
@@ -60,6 +67,7 @@ class Metrics(TypedDict):
     n_samples: int
     segment_starts: NotRequired[list[int]]
     segment_rmse: NotRequired[list[float] | list[list[float]]]
+    diverged_at: NotRequired[int]
 
 
 def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int = 0) -> Metrics:
@@ -75,11 +83,12 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
 
     Returns:
         :class:`Metrics` in ``data.report_unit`` (times ``data.report_scale``) when set, else in
-        ``data.y_unit``; with ``segments``, also ``segment_starts`` and ``segment_rmse``.
+        ``data.y_unit``; with ``segments``, also ``segment_starts`` and ``segment_rmse``; for a simulation
+        with NaN/inf, ``diverged_at`` and infinite errors (module docstring).
 
     Raises:
         DataError: dt mismatch (both values named), an invalid ``init_window``, or a simulated output of the
-            wrong shape or with NaN/inf.
+            wrong shape.
         ConfigError: ``segments`` is not an integer in [0, T - init_window].
     """
     check_dt(data.dt, model.dt, f"record {data.name!r}")
@@ -94,14 +103,21 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
     if y_hat.shape != data.y.shape:
         raise DataError(f"the model simulated an output of shape {y_hat.shape} for record {data.name!r}; "
                         f"expected {data.y.shape}")
+    finite = np.isfinite(y_hat).all(axis=1)  # (T,)
+    worst, best = (math.inf, -math.inf) if data.n_y == 1 else ([math.inf] * data.n_y, [-math.inf] * data.n_y)
     y, y_hat = report_units(data, data.y[init_window:]), report_units(data, y_hat[init_window:])
-    metrics = Metrics(rmse=_plain(rmse(y, y_hat)), nrmse=_plain(nrmse(y, y_hat)),
-                      fit=_plain(fit_percent(y, y_hat)), r2=_plain(r2(y, y_hat)),
-                      unit=data.report_unit or data.y_unit, n_samples=len(y))
+    if finite.all():
+        metrics = Metrics(rmse=_plain(rmse(y, y_hat)), nrmse=_plain(nrmse(y, y_hat)),
+                          fit=_plain(fit_percent(y, y_hat)), r2=_plain(r2(y, y_hat)),
+                          unit=data.report_unit or data.y_unit, n_samples=len(y))
+    else:
+        metrics = Metrics(rmse=worst, nrmse=worst, fit=best, r2=best, unit=data.report_unit or data.y_unit,
+                          n_samples=len(y), diverged_at=int(np.argmin(finite)))
     if segments:
         parts = np.array_split(np.arange(len(y)), segments)
         metrics["segment_starts"] = [init_window + int(part[0]) for part in parts]
-        metrics["segment_rmse"] = [_plain(rmse(y[part], y_hat[part])) for part in parts]
+        metrics["segment_rmse"] = [_plain(rmse(y[part], y_hat[part])) if finite[init_window + part].all()
+                                   else worst for part in parts]
     return metrics
 
 

@@ -153,3 +153,30 @@ def test_input_reach_of_a_constant_training_channel() -> None:
 def test_input_reach_refuses_bad_ranges(low: list[float], high: list[float]) -> None:
     with pytest.raises(DataError, match="low <= high"):
         input_reach(np.zeros((5, 2)), np.array(low), np.array(high))
+
+
+@pytest.mark.parametrize("n_y", [1, 2])
+def test_a_diverged_simulation_is_a_result_with_infinite_errors(n_y: int) -> None:
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(200, n_y))
+    y_hat = y + 0.01
+    y_hat[150:, -1] = np.inf  # blows up at sample 150 in the last output
+    y_hat[170:, -1] = np.nan
+    data = IOData(u=rng.normal(size=200), y=y, dt=0.1, y_unit="V")
+    m = evaluate(Replay(y_hat), data, init_window=10, segments=4)  # parts start at 10, 57, 105, 153
+    assert m["diverged_at"] == 150
+    for key, value in (("rmse", math.inf), ("nrmse", math.inf), ("fit", -math.inf), ("r2", -math.inf)):
+        assert m[key] == (value if n_y == 1 else [value] * n_y), key
+    finite_parts = m["segment_rmse"][:2]  # the part from 105 contains sample 150, and so does the next
+    assert all(np.all(np.isfinite(part)) for part in finite_parts)
+    assert m["segment_rmse"][0] == pytest.approx(0.01 if n_y == 1 else [0.01] * n_y)
+    assert np.all(np.isinf(m["segment_rmse"][2])) and np.all(np.isinf(m["segment_rmse"][3]))
+    assert "diverged_at" not in evaluate(Replay(y + 0.01), data, init_window=10)
+
+
+def test_a_simulation_diverged_inside_the_init_window_still_counts() -> None:
+    y = np.ones((50, 1))
+    y_hat = y.copy()
+    y_hat[5:] = np.nan  # the state is NaN from sample 5 on, including the scored samples
+    m = evaluate(Replay(y_hat), IOData(u=y, y=y, dt=0.1), init_window=10)
+    assert m["diverged_at"] == 5 and m["rmse"] == math.inf
