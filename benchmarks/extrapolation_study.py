@@ -22,10 +22,10 @@ Records (all from rest; the first period of each multisine is dropped, so its re
 Test errors count from ``INIT_WINDOW`` on, as on Silverbox.
 
 Models, one per name and seed, each trained for the same wall-clock budget (``--minutes``):
-- a map name (``MAPS``): the Silverbox headline configuration (``accuracy/configs/silverbox.toml``: layer
-  options, window, washout, schedule, engine, linear initialisation) made small (``--d-model``, ``--d-state``,
+- a map name (``MAPS``): the Silverbox deep Wiener configuration (``accuracy/configs/silverbox-wiener.toml``:
+  layer options, window, washout, schedule, engine, linear initialisation) made small (``--d-model``, ``--d-state``,
   ``--n-layers``), with that static map;
-- "lfr": the nonlinear feedback model of ``accuracy/configs/silverbox-lfr.toml`` as it is (``deepwiener.lfr``).
+- "lfr": the nonlinear feedback model of ``accuracy/configs/silverbox.toml`` as it is (``deepwiener.lfr``).
 The linear reference is N4SID with the order chosen on the validation record.
 
 One command::
@@ -161,8 +161,8 @@ def study_config(args: argparse.Namespace, name: str, seed: int) -> RunConfig:
     """The configuration of model ``name`` (module docstring) with the study's budget and the given seed."""
     train = {"max_minutes": args.minutes, "epochs": 10**6, "patience": 10**6, "seed": seed}
     if name == LFR:
-        return resolve(HERE / "accuracy" / "configs" / "silverbox-lfr.toml", {"model": {"seed": seed}, "train": train})
-    return resolve(HERE / "accuracy" / "configs" / "silverbox.toml", {
+        return resolve(HERE / "accuracy" / "configs" / "silverbox.toml", {"model": {"seed": seed}, "train": train})
+    return resolve(HERE / "accuracy" / "configs" / "silverbox-wiener.toml", {
         "model": {"d_model": args.d_model, "d_state": args.d_state, "n_layers": args.n_layers,
                   "nonlinearity": name, "seed": seed},
         "train": train,

@@ -9,7 +9,7 @@ Cases (float32, the training dtype; ``DeepWiener(1, 1, ...)``):
 - ``wide``: LRU, d_model 64, d_state 64, 4 blocks, ELU, batch 16 x 4096;
 - ``simulation``: the paper model over 10^6 samples, batch 1, forward only;
 - ``streaming``: the paper model one sample at a time (``model.fast_stepper().step`` and ``model.stepper()``);
-- ``lfr``: the nonlinear feedback model of ``accuracy/configs/silverbox-lfr.toml`` (``LFRModel``, 8 states closed
+- ``lfr``: the nonlinear feedback model of ``accuracy/configs/silverbox.toml`` (``LFRModel``, 8 states closed
   through a 16-channel perceptron), batch 32 x 512: its torch loop against the compiled loop kernel;
 - ``bandwidth``: the wide model's forward scan (one block's diagonal recurrence) against a memory-bandwidth
   bound. The scan reads bu and writes X, both (batch, T, n) complex64, so it moves
