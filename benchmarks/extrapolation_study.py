@@ -215,7 +215,7 @@ def markdown(result: dict[str, Any]) -> str:
                  + " | ".join(f"{result['linear']['metrics'][t]['rmse']:.3g}" for t in tests) + " |")
     for name, s in result["summary"].items():
         cells = [f"{s['test_rmse_mean'][t]:.3g} +- {s['test_rmse_std'][t]:.2g}" for t in tests]
-        label = "LFR (silverbox-lfr)" if name == LFR else f"deep Wiener, {name}"
+        label = "LFR (silverbox.toml)" if name == LFR else f"deep Wiener, {name}"
         lines.append(f"| {label} | {s['val_rmse_mean'] * 1000:.3g} +- {s['val_rmse_std'] * 1000:.2g} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
