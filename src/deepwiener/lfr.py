@@ -128,7 +128,7 @@ class LFRModel(ScaledSimulator):
         return (self.A.new_zeros(batch, self.config.n_x),)
 
     def poles(self) -> np.ndarray:
-        """(n_x,) complex eigenvalues of A: the poles of the linear part (the model linearised where phi = 0)."""
+        """(n_x,) complex eigenvalues of A: the poles of the linear part with the loop open (w held at zero)."""
         return np.linalg.eigvals(self.A.detach().double().cpu().numpy())
 
     def engine(self, mode: str, device_type: str) -> str:
