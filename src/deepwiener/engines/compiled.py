@@ -232,16 +232,23 @@ def _launch(kernel: Callable[..., None], shape: tuple[int, int, int], *args: Any
     torch's setting is restored afterwards.
     """
     batch, steps, n = shape
-    torch_threads = torch.get_num_threads()
-    threads = 1 if batch * steps * n < _PARALLEL_MIN_WORK else torch_threads
+    threads = 1 if batch * steps * n < _PARALLEL_MIN_WORK else torch.get_num_threads()
     threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        with LAUNCH_LOCK:
-            numba.set_num_threads(threads)
-            kernel(*args, _block_size(batch, n, threads))
+        launch_on_threads(threads, kernel, *args, _block_size(batch, n, threads))
     except numba.core.errors.NumbaError as exc:
         _disable(exc)
         raise CompiledUnavailableError(f"compiling the diagonal-recurrence kernel failed: {exc}") from exc
+
+
+def launch_on_threads(threads: int, kernel: Callable[..., None], *args: Any) -> None:
+    """Run a numba kernel on ``threads`` threads (at most numba's), under the launch lock, and restore torch's
+    thread count afterwards (numba's OpenMP layer shares torch's runtime and may reset it)."""
+    torch_threads = torch.get_num_threads()
+    try:
+        with LAUNCH_LOCK:
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+            kernel(*args)
     finally:
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)

@@ -185,16 +185,8 @@ def _param_shapes(n_x: int, n_w: int, hidden: int) -> list[tuple[int, ...]]:
 
 
 def _launch(kernel: Any, batch: int, *args: Any) -> None:
-    """Run a kernel on torch's thread count (at most one thread per batch row), restoring torch's setting."""
-    torch_threads = torch.get_num_threads()
-    threads = max(1, min(torch_threads, batch, compiled.numba.config.NUMBA_NUM_THREADS))
-    try:
-        with compiled.LAUNCH_LOCK:
-            compiled.numba.set_num_threads(threads)
-            kernel(*args)
-    finally:
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
+    """Run a kernel on torch's thread count, at most one thread per batch row."""
+    compiled.launch_on_threads(min(torch.get_num_threads(), batch), kernel, *args)
 
 
 def _backward_numpy(A: torch.Tensor, F: torch.Tensor, E: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor,
