@@ -47,7 +47,7 @@ from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.engines import MODES, feedback
 from deepwiener.errors import ConfigError, check_positive_ints, unknown_name
 from deepwiener.nonlinearities import MLP, NONLINEARITIES, make_nonlinearity
-from deepwiener.simulator import DictConfig, ScaledSimulator, check_sampling_time
+from deepwiener.simulator import DictConfig, ScaledSimulator, SequenceStepper, check_sampling_time
 
 LFRState = tuple[Tensor]
 
@@ -197,9 +197,9 @@ class LFRModel(ScaledSimulator):
                + nn.functional.linear(maps, self.H))
         return self.denormalize_output(y_n), (final,)
 
-    def stepper(self) -> LFRStepper:
+    def stepper(self) -> SequenceStepper:
         """A one-sample-at-a-time simulator (the loop of ``forward`` on length-1 sequences)."""
-        return LFRStepper(self)
+        return SequenceStepper(self)
 
     @torch.no_grad()
     def embed_linear(self, linear: LinearStateSpace, inputs: Sequence[np.ndarray]) -> None:
@@ -255,21 +255,7 @@ class LFRModel(ScaledSimulator):
         self.b_x.copy_(whiten @ self.b_x)
         self.C.copy_(self.C @ root)
         z = (states @ whiten.T) @ self.F.T  # (samples, n_w): z under the linear model
-        self.F.div_(z.std(0).clamp_min(1e-12)[:, None])
-        self.phi.bias.copy_(-z.mean(0) / z.std(0).clamp_min(1e-12))
+        z_std = z.std(0).clamp_min(1e-12)
+        self.F.div_(z_std[:, None])
+        self.phi.bias.copy_(-z.mean(0) / z_std)
 
-
-class LFRStepper:
-    """Streaming simulation of an ``LFRModel``: ``step(u_k, state) -> (y_k, state)``."""
-
-    def __init__(self, model: LFRModel) -> None:
-        self.model = model
-
-    def init_state(self, batch: int) -> LFRState:
-        """Zero state (see ``LFRModel.init_state``)."""
-        return self.model.init_state(batch)
-
-    def step(self, u_k: Tensor, state: LFRState) -> tuple[Tensor, LFRState]:
-        """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
-        y, state = self.model(u_k[:, None], state)
-        return y[:, 0], state

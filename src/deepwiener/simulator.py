@@ -152,3 +152,23 @@ class ScaledSimulator(nn.Module, abc.ABC):
         y, _ = self(torch.tensor(u_arr, dtype=self.u_mean.dtype, device=self.u_mean.device)[None], mode=mode)
         self.train(was_training)
         return y[0].double().cpu().numpy()
+
+
+class SequenceStepper:
+    """Streaming simulation by the model's own ``forward`` on length-1 sequences: ``step(u_k, state)``.
+
+    For models whose ``forward`` is already a recurrence over time (the RNN baselines, LFR models), so that
+    stepping costs no more than one sample of ``forward``.
+    """
+
+    def __init__(self, model: ScaledSimulator) -> None:
+        self.model = model
+
+    def init_state(self, batch: int) -> Any:
+        """Zero state (the model's ``init_state``)."""
+        return self.model.init_state(batch)
+
+    def step(self, u_k: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
+        y, state = self.model(u_k[:, None], state)
+        return y[:, 0], state

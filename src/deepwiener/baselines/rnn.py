@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from deepwiener.errors import check_positive_ints, unknown_name
-from deepwiener.simulator import DictConfig, ScaledSimulator, check_sampling_time
+from deepwiener.simulator import DictConfig, ScaledSimulator, SequenceStepper, check_sampling_time
 
 CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -109,22 +109,7 @@ class RNNModel(ScaledSimulator):
         final = final if self.config.cell == "lstm" else (final,)
         return self.denormalize_output(self.readout(hidden)), tuple(s.transpose(0, 1) for s in final)
 
-    def stepper(self) -> RNNStepper:
+    def stepper(self) -> SequenceStepper:
         """A one-sample-at-a-time simulator (the recurrence of ``forward`` on length-1 sequences)."""
-        return RNNStepper(self)
+        return SequenceStepper(self)
 
-
-class RNNStepper:
-    """Streaming simulation of an ``RNNModel``: ``step(u_k, state) -> (y_k, state)``."""
-
-    def __init__(self, model: RNNModel) -> None:
-        self.model = model
-
-    def init_state(self, batch: int) -> RNNState:
-        """Zero state (see ``RNNModel.init_state``)."""
-        return self.model.init_state(batch)
-
-    def step(self, u_k: Tensor, state: RNNState) -> tuple[Tensor, RNNState]:
-        """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
-        y, state = self.model(u_k[:, None], state)
-        return y[:, 0], state

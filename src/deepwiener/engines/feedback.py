@@ -189,9 +189,9 @@ def _launch(kernel: Any, batch: int, *args: Any) -> None:
     compiled.launch_on_threads(min(torch.get_num_threads(), batch), kernel, *args)
 
 
-def _backward_numpy(A: torch.Tensor, F: torch.Tensor, E: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor,
-                    X: torch.Tensor, W: torch.Tensor, Z: torch.Tensor, P: torch.Tensor, gX: torch.Tensor,
-                    gW: torch.Tensor, gT: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _run_backward(A: torch.Tensor, F: torch.Tensor, E: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor,
+                  X: torch.Tensor, W: torch.Tensor, Z: torch.Tensor, P: torch.Tensor, gX: torch.Tensor,
+                  gW: torch.Tensor, gT: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The backward kernel on torch tensors: (g_drive, g_direct, g_x0, gA, gF, gE, gb, gW1, gc1, gW2, gc2)."""
     batch, steps, n_x = X.shape
     n_w, hidden = W.shape[2], P.shape[2]
@@ -226,7 +226,7 @@ class _Loop(torch.autograd.Function):
         A, F, E, W1, W2, X, W, Z, P = (t.detach() for t in ctx.saved_tensors)
         grads = [torch.zeros_like(X) if g is None else g.contiguous() for g in (gX, gW)]
         g_final = torch.zeros_like(X[:, 0]) if gT is None else gT.contiguous()
-        g_drive, g_direct, g_x0, gA, gF, gE, gb, gW1, gc1, gW2, gc2 = _backward_numpy(
+        g_drive, g_direct, g_x0, gA, gF, gE, gb, gW1, gc1, gW2, gc2 = _run_backward(
             A, F, E, W1, W2, X, W, Z, P, *grads, g_final)
         return g_drive, g_direct, g_x0, gA, gF, gE, gb, gW1, gc1, gW2, gc2
 
