@@ -1,8 +1,11 @@
-"""Shared helpers for the tests: building layers with slow poles, random states."""
+"""Shared helpers for the tests: building layers with slow poles, random states, code run without numba."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -40,3 +43,10 @@ def run_stepper(stepper: object, u: torch.Tensor, state: object) -> tuple[torch.
         y_k, state = stepper.step(u[:, k], state)
         outs.append(y_k)
     return torch.stack(outs, dim=1), state
+
+
+def run_without_numba(code: str) -> None:
+    """Run ``code`` in a fresh Python process in which ``import numba`` fails; raise if it fails."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    subprocess.run([sys.executable, "-c", "import sys; sys.modules['numba'] = None\n" + code], check=True, env=env,
+                   timeout=120)

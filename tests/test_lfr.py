@@ -1,22 +1,21 @@
 """Nonlinear feedback (LFR) model: forward against a numpy loop of its equations, chunks and streaming, the linear
-start (``embed_linear``), config validation, model files and ensembles, run configs, ``fit`` and the command line."""
+start (``embed_linear``), config validation, model files and ensembles, run configs and ``fit`` (the command line:
+``tests/cli/test_cli_lfr.py``)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from cli.cli_helpers import SILVERBOX_DT, run_cli, write_csv
 from helpers import run_stepper
 
 from deepwiener import config as config_mod
 from deepwiener import io
 from deepwiener.baselines import LinearStateSpace
-from deepwiener.data import IOData, fit_scaler, load_benchmark
+from deepwiener.data import IOData, fit_scaler
 from deepwiener.engines import feedback
 from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError
@@ -441,44 +440,3 @@ def test_fit_from_the_linear_start_does_not_get_worse() -> None:
         assert result.best_val_rmse < linear_rmse
         assert result.best_val_rmse == min(h["val_rmse"] for h in result.history)
         assert np.abs(model.E.detach().numpy()).max() > 0  # the feedback grew from zero
-
-
-# ----------------------------------------------------------------------------------------------------------
-# command line
-
-
-@pytest.fixture(scope="module")
-def slices(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """CSV slices of the Silverbox training record (V1 input, V2 output): "train" 1500, "test" 500 samples."""
-    record = load_benchmark("silverbox", data_dir).train[0]
-    folder = tmp_path_factory.mktemp("csv")
-    return {name: write_csv(folder / f"{name}.csv", {"V1": record.u[a:b, 0], "V2": record.y[a:b, 0]})
-            for name, (a, b) in {"train": (0, 1500), "test": (1500, 2000)}.items()}
-
-
-def test_cli_trains_and_evaluates_an_lfr(slices: dict[str, Path], tmp_path: Path) -> None:
-    config = tmp_path / "tiny.toml"
-    config.write_text('[model]\nkind = "lfr"\nn_x = 3\nn_w = 2\n\n[train]\nwindow = 64\nwashout = 10\n'
-                      "batch_size = 64\n")
-    out = tmp_path / "lfr"
-    data = ["--csv", slices["train"], "--u", "V1", "--y", "V2", "--dt", SILVERBOX_DT]
-    train = run_cli(["train", *data, "--model", "lfr", "--nonlinearity", "tanh", "--init", "linear", "--config",
-                     config, "--epochs", 1, "--seed", 1, "--out", out])
-    assert train.code == 0, train.err
-    assert 'kind = "lfr"' in (out / "config.toml").read_text()
-    model = io.load(out / "model.dw")
-    assert isinstance(model, LFRModel) and io.read_info(out / "model.dw")["kind"] == "lfr"
-    assert (model.config.n_x, model.config.n_w, model.config.nonlinearity, model.config.seed) == (3, 2, "tanh", 1)
-    assert model.dt == pytest.approx(SILVERBOX_DT)
-
-    evaluate = run_cli(["evaluate", out / "model.dw", "--csv", slices["test"], "--u", "V1", "--y", "V2", "--dt",
-                        SILVERBOX_DT, "--init-window", 50, "--json", tmp_path / "m.json"])
-    assert evaluate.code == 0, evaluate.err
-    metrics = json.loads((tmp_path / "m.json").read_text())["test"]
-    u = np.loadtxt(slices["test"], delimiter=",", skiprows=1)
-    y_hat = model.simulate(u[:, :1])[50:, 0]
-    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((u[50:, 1] - y_hat) ** 2)), rel=1e-9)
-    assert metrics["fit"] > 50.0  # the linear start alone fits Silverbox well, and training keeps the best
-
-    wrong = run_cli(["train", *data, "--model", "lfr", "--hidden", 4, "--out", tmp_path / "bad"])
-    assert wrong.code == 2 and "hidden" in wrong.err and "n_x" in wrong.err

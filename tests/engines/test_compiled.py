@@ -10,15 +10,14 @@ the same (up-cast) inputs; with poles as slow as |a| = 0.9995 rounding errors ar
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import threading
 
 import pytest
 import torch
 
 pytest.importorskip("numba")
+
+from helpers import run_without_numba  # noqa: E402
 
 from deepwiener.engines import compiled  # noqa: E402
 from deepwiener.engines.compiled import diagonal_recurrence  # noqa: E402
@@ -281,7 +280,6 @@ def test_compile_failure_disables_engine_and_warns_once(monkeypatch, caplog) -> 
 
 def test_import_without_numba() -> None:
     code = (
-        "import sys; sys.modules['numba'] = None\n"
         "import torch\n"
         "from deepwiener.engines import compiled\n"
         "assert not compiled.available()\n"
@@ -293,8 +291,7 @@ def test_import_without_numba() -> None:
         "else:\n"
         "    raise AssertionError('no error')\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    run_without_numba(code)
 
 
 def test_concurrent_calls_from_python_threads() -> None:

@@ -6,12 +6,9 @@ so both the forward kernel and the hand-written backward pass are checked agains
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from helpers import run_without_numba
 
 from deepwiener.engines import feedback
 from deepwiener.errors import ConfigError
@@ -100,7 +97,6 @@ def test_auto_takes_the_kernel_only_where_it_applies() -> None:
 
 def test_without_numba_auto_falls_back_and_compiled_explains() -> None:
     code = (
-        "import sys; sys.modules['numba'] = None\n"
         "import torch\n"
         "from deepwiener.engines import feedback\n"
         "from deepwiener.errors import ConfigError\n"
@@ -116,5 +112,4 @@ def test_without_numba_auto_falls_back_and_compiled_explains() -> None:
         "else:\n"
         "    raise AssertionError('no error')\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    run_without_numba(code)
