@@ -52,12 +52,11 @@ import numpy as np
 import scipy.signal
 from accuracy.run import git_commit, machine, set_threads
 
-from deepwiener.baselines import best_linear
 from deepwiener.config import RunConfig, resolve
 from deepwiener.data import Benchmark, IOData
 from deepwiener.demo import multisine
 from deepwiener.evaluation import evaluate_all
-from deepwiener.initialization import check_linear_init
+from deepwiener.identification import best_linear
 from deepwiener.training import fit
 
 HERE = Path(__file__).resolve().parent
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models:  # fail before any training, not in a worker minutes later
         cfg = study_config(args, name, args.seeds[0])
         if cfg.train.init == "linear":
-            check_linear_init(cfg.build_model(1, 1))
+            cfg.build_model(1, 1).check_linear_start()
     previous = json.loads((args.out / "results.json").read_text()) if args.add else None
     data, val = make_benchmark(args.data_seed)
     linear, val_by_order = best_linear(list(data.train), val, orders=(2, 4, 6, 8, 10), n_skip=INIT_WINDOW)

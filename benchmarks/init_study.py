@@ -9,7 +9,7 @@ One command::
 Each benchmark takes its data, layer options and training options from ``accuracy/configs/<benchmark>.toml``;
 the model is made small (``--d-model``, ``--d-state``, ``--n-layers``) and every run trains for the same
 wall-clock budget (``--minutes``; no early stopping) through ``training.fit``, once per seed and
-initialisation. The linear reference is ``training.fit_linear`` on the same split: the very model that
+initialisation. The linear reference is the ``linear`` model kind fitted on the same split: the very model that
 ``init="linear"`` starts from (same data, same order selection on the validation tail).
 
 Time axis: seconds of training; the curves of ``init="linear"`` are shifted right by the time of the linear
@@ -38,7 +38,8 @@ from matplotlib.figure import Figure
 from deepwiener.config import RunConfig, resolve
 from deepwiener.data import Benchmark
 from deepwiener.evaluation import evaluate_all
-from deepwiener.training import EpochInfo, fit, fit_linear
+from deepwiener.models import LinearModel
+from deepwiener.training import EpochInfo, fit
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "init_study"
@@ -58,7 +59,9 @@ def study_config(benchmark: str, args: argparse.Namespace, seed: int, init: str)
 
 def linear_reference(cfg: RunConfig, data: Benchmark) -> dict[str, Any]:
     """The linear model that init="linear" starts from, with its validation RMSE and test metrics."""
-    linear, result = fit_linear(data.train, cfg.train)
+    first = data.train[0]
+    linear = LinearModel(first.n_u, first.n_y)
+    result = fit(linear, data.train, cfg.train)
     return {"model": result.stopped, "val_rmse": result.best_val_rmse, "seconds": result.seconds,
             "metrics": evaluate_all(linear, data)}
 

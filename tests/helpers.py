@@ -9,9 +9,10 @@ import sys
 
 import torch
 
-from deepwiener.layers import LTILayer, make_layer
+from deepwiener.layers import LAYERS, LTILayer, make_layer
 
-LAYER_NAMES = ("lru", "s5", "s4d", "s4")
+LAYER_NAMES = tuple(name for name, cls in LAYERS.items() if issubclass(cls, LTILayer))
+"""The registered LTI layers (the selective S6 is not one)."""
 
 
 def build_layer(name: str, width: int = 3, d_state: int = 4, seed: int = 0, slow: bool = False) -> LTILayer:

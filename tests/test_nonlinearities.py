@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 from deepwiener.nonlinearities import LinearTanh, make_nonlinearity
 
 

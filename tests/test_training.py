@@ -8,7 +8,7 @@ import torch
 
 from deepwiener.data import IOData
 from deepwiener.errors import ConfigError, DataError
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 from deepwiener.training import TrainConfig, fit, parameter_groups
 
 

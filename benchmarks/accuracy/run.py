@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepwiener.baselines import SummedLinear, best_linear
 from deepwiener.config import RunConfig, resolve
 from deepwiener.data import Benchmark, output_increments, split_validation
-from deepwiener.ensemble import Ensemble
 from deepwiener.evaluation import evaluate_all
+from deepwiener.identification import best_linear
 from deepwiener.io import load, save
+from deepwiener.models import Ensemble, LinearModel
 from deepwiener.runs import RunDir, describe, train_run
 from deepwiener.training import split_training, validation_rmse
 
@@ -99,7 +99,7 @@ def linear_baseline(data: Benchmark, val_fraction: float, integrator: bool) -> d
                                   n_skip=data.init_window)
     name = f"N4SID order {model.n_states}" + (" of the increments, summed" if integrator else "")
     return {"model": name, "val_rmse_by_order": {str(k): v for k, v in val_rmse.items()},
-            "metrics": evaluate_all(SummedLinear(model) if integrator else model, data)}
+            "metrics": evaluate_all(LinearModel.from_state_space(model, integrator=integrator), data)}
 
 
 def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | None) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: P
     if len(runs) > 1:
         ensemble = Ensemble([load(p) for p in paths])
         _, val_records = split_training(list(data.train), None, cfg.train)
-        val = validation_rmse(ensemble, val_records, None)
+        val = validation_rmse(ensemble, val_records)
         choice["ensemble"] = {"seeds": [r["seed"] for r in runs], "val_rmse": val,
                               "n_parameters": ensemble.n_parameters, "metrics": evaluate_all(ensemble, data)}
         if val < best["best_val_rmse"]:

@@ -55,8 +55,7 @@ from torch import Tensor, nn
 
 from deepwiener.engines import compiled, feedback, resolve_mode
 from deepwiener.engines.scan import diagonal_recurrence_scan
-from deepwiener.lfr import LFRModel
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener, LFRModel
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # benchmarks/: shares accuracy/run.py's provenance helpers
@@ -220,7 +219,7 @@ def simulation_case(sizes: Sizes, peer: type[nn.Module] | None) -> dict[str, Any
     streamer = model.fast_stepper()
     u_np = u[0].numpy()
     calls = {e: forward_only(model, u, mode=e) for e in ENGINES if e != "loop"}
-    calls["fast_stepper.run"] = lambda: (streamer.init_state(), streamer.run(u_np))
+    calls["fast_stepper.run"] = lambda: (streamer.reset(), streamer.run(u_np))
     if peer is not None:
         calls[PEER] = forward_only(PeerStack(peer, PAPER["d_model"], PAPER["d_state"], PAPER["n_layers"]), u)
     times = time_round_robin(calls, dict.fromkeys(calls, max(1, sizes.repeats - 2)))
@@ -240,7 +239,7 @@ def streaming_case(sizes: Sizes) -> dict[str, Any]:
     u_torch = torch.from_numpy(u).float()
 
     def fast() -> None:
-        streamer.init_state()
+        streamer.reset()
         for k in range(sizes.stream_fast):
             streamer.step(u[k])
 

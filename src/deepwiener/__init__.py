@@ -18,13 +18,22 @@ from importlib import metadata
 
 from deepwiener import analysis
 from deepwiener.data import BENCHMARKS, Benchmark, IOData, load_benchmark, read_csv, read_mat, read_npz
-from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
 from deepwiener.evaluation import Metrics, Simulator, evaluate, evaluate_all
 from deepwiener.io import load, save
-from deepwiener.lfr import LFRConfig, LFRModel
 from deepwiener.metrics import fit_percent, nrmse, r2, rmse
-from deepwiener.model import DeepWiener, ModelConfig
+from deepwiener.models import (
+    MODEL_KINDS,
+    DeepWiener,
+    Ensemble,
+    LFRConfig,
+    LFRModel,
+    LinearModel,
+    Model,
+    ModelConfig,
+    build_model,
+    register_kind,
+)
 from deepwiener.training import EpochInfo, FitResult, TrainConfig, fit
 
 try:
@@ -45,13 +54,17 @@ __all__ = [
     "IOData",
     "LFRConfig",
     "LFRModel",
+    "LinearModel",
+    "MODEL_KINDS",
     "Metrics",
+    "Model",
     "ModelConfig",
     "ModelFileError",
     "Simulator",
     "TrainConfig",
     "__version__",
     "analysis",
+    "build_model",
     "evaluate",
     "evaluate_all",
     "fit",
@@ -63,6 +76,7 @@ __all__ = [
     "read_csv",
     "read_mat",
     "read_npz",
+    "register_kind",
     "rmse",
     "save",
 ]

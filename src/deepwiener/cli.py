@@ -36,11 +36,11 @@ from deepwiener import report as report_mod
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
 from deepwiener.data.readers import load_variables
-from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError, DataError, DeepWienerError
 from deepwiener.evaluation import Metrics, evaluate_all, input_reach
 from deepwiener.io import atomic_write, load, read_info, save
 from deepwiener.layers import LAYERS
+from deepwiener.models import MODEL_KINDS, Ensemble
 from deepwiener.runs import RunDir, describe, evaluation_data, merge_descriptions, resolve_target, train_run
 from deepwiener.training import EpochInfo
 
@@ -128,7 +128,7 @@ def train(
     dt: DtOpt = None,
     init_window: InitOpt = None,
     model_kind: Annotated[str | None, typer.Option(
-        "--model", help=f"Model: {', '.join(config_mod.MODEL_KINDS)} (default deepwiener).")] = None,
+        "--model", help=f"Model kind: {', '.join(MODEL_KINDS)} (default deepwiener).")] = None,
     layer: Annotated[str | None, typer.Option(help=f"Layer: {', '.join(LAYERS)}.")] = None,
     d_model: Annotated[int | None, typer.Option(help="Channels between blocks.")] = None,
     d_state: Annotated[int | None, typer.Option(help="Complex modes per block.")] = None,
@@ -156,7 +156,7 @@ def train(
         "data": _data_flags(benchmark, csv, u, y, dt, init_window),
         "model": {"kind": model_kind, "layer": layer, "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
                   "nonlinearity": nonlinearity, "hidden": hidden, "n_x": n_x, "n_w": n_w, "integrator": integrator,
-                  "seed": None if model_kind == "linear" else seed},
+                  "seed": seed},
         "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed, "init": init},
     })
     data = cfg.data.load()
@@ -166,7 +166,7 @@ def train(
         with _progress(cfg.train.epochs) as on_epoch:
             outcome = train_run(run, cfg, data, on_epoch)
         _write_plots(run, outcome.result.history,
-                     {name: (test, {"deep Wiener" if cfg.kind == "deepwiener" else cfg.kind: outcome.model})
+                     {name: (test, {outcome.model.title or cfg.kind: outcome.model})
                       for name, test in data.tests.items()},
                      data.init_window)
     stdout.print(f"stopped after {outcome.result.epochs_run} epochs ({outcome.result.stopped}); "
@@ -262,7 +262,7 @@ def inspect(
     else of the run's own data; a model file without data is analysed without them.
     """
     model_path, run = resolve_target(target)
-    model = report_mod.require_deep_wiener(load(model_path), model_path)
+    model = report_mod.require_capability(load(model_path), "blocks", model_path)
     data = _analysis_data(run, _given_data(_data_flags(benchmark, csv, u, y, dt, None)))
     inspection = report_mod.inspect_model(model, data)
     figures = inspection.figures()
@@ -294,7 +294,7 @@ def reduce(
     source = RunDir.open(target)
     if out.resolve() == source.path.resolve():
         raise ConfigError(f"--out {out} is the run being reduced; choose another folder")
-    model = report_mod.require_deep_wiener(load(source.model_path), source.model_path)
+    model = report_mod.require_capability(load(source.model_path), "reduce", source.model_path)
     config = source.config()
     data = config.data.load()
     result = analysis.reduce(model, order=order, tol=tol, method=method)

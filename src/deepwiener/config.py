@@ -3,14 +3,13 @@
 A run configuration has four tables, each mapped one-to-one onto a dataclass or its options:
 
 - ``[data]``: :class:`DataConfig` (a benchmark name, or a CSV file with its columns and sampling time);
-- ``[model]``: ``kind`` (:data:`MODEL_KINDS`: "deepwiener" by default, the nonlinear feedback model "lfr", or
-  the baselines "lstm", "gru", "linear") and the fields of that kind's config, except ``n_u``, ``n_y`` and ``dt``,
-  which come from the data: :class:`~deepwiener.model.ModelConfig` (its ``layer_options`` are the ``[layer]``
-  table), :class:`~deepwiener.lfr.LFRConfig`, :class:`~deepwiener.baselines.rnn.RNNConfig` (its ``cell`` is the
-  kind) or
-  :class:`~deepwiener.initialization.LinearOptions`;
-- ``[layer]``: the options dataclass of the chosen layer (e.g. ``LRUOptions``: ``r_min``, ``r_max``, ...);
-  deep Wiener models only;
+- ``[model]``: ``kind`` (a name of ``models.MODEL_KINDS``: "deepwiener" by default, "lfr", "lstm", "gru",
+  "linear", or a kind you registered) and the fields of that kind's config, except ``n_u``, ``n_y`` and ``dt``,
+  which come from the data, and the options the name fixes (``cell`` for "lstm" and "gru"); e.g.
+  :class:`~deepwiener.models.ModelConfig` for "deepwiener";
+- ``[layer]``: the options of the kind's ``options_table`` (for a deep Wiener model the options dataclass of the
+  chosen layer, e.g. ``LRUOptions``: ``r_min``, ``r_max``, ..., stored in ``layer_options``); only for kinds
+  that have one;
 - ``[train]``: :class:`~deepwiener.training.TrainConfig`.
 
 Unknown tables or keys and values of the wrong type raise :class:`ConfigError` naming the table and listing the
@@ -32,21 +31,13 @@ from typing import Any
 
 import tomli_w
 
-from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.data import BENCHMARKS, Benchmark, load_benchmark, read_csv
 from deepwiener.errors import ConfigError, unknown_name
-from deepwiener.initialization import LinearOptions
-from deepwiener.layers import layer_class
-from deepwiener.lfr import LFRConfig, LFRModel
-from deepwiener.model import DeepWiener, ModelConfig
+from deepwiener.models import Model, build_model, resolve_name
 from deepwiener.training import TrainConfig
 
 TABLES: tuple[str, ...] = ("data", "model", "layer", "train")
-MODEL_KINDS: tuple[str, ...] = ("deepwiener", "lfr", "lstm", "gru", "linear")
-"""Values of ``[model] kind`` (the command line's ``--model``)."""
-_DERIVED_MODEL_KEYS = ("n_u", "n_y", "dt", "layer_options")  # set from the data / the [layer] table
-_DERIVED_RNN_KEYS = ("n_u", "n_y", "dt", "cell")  # set from the data / the kind
-_DERIVED_LFR_KEYS = ("n_u", "n_y", "dt")  # set from the data
+_FROM_DATA = ("n_u", "n_y", "dt")  # model fields that come from the data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,12 +103,10 @@ class RunConfig:
 
     Attributes:
         data: where the data comes from.
-        model: the keywords of the kind's config except ``n_u``, ``n_y`` and ``dt``, defaults included:
-            ``ModelConfig``'s for "deepwiener" (``layer_options`` holds every option of the layer),
-            ``LFRConfig``'s for "lfr", ``RNNConfig``'s except ``cell`` for "lstm" and "gru", ``LinearOptions``'
-            for "linear".
+        model: the keywords of the kind's config except ``n_u``, ``n_y``, ``dt`` and the options the kind's name
+            fixes, defaults included (for "deepwiener", ``layer_options`` holds every option of the layer).
         train: the training options.
-        kind: the model kind, one of :data:`MODEL_KINDS`.
+        kind: the name the model is built as, one of ``models.MODEL_KINDS``.
     """
 
     data: DataConfig
@@ -127,37 +116,19 @@ class RunConfig:
 
     @property
     def label(self) -> str:
-        """Short name of the model: the layer of a deep Wiener model (e.g. "lru"), else the kind ("lstm", ...)."""
-        return self.model["layer"] if self.kind == "deepwiener" else self.kind
+        """Short name of the model (run folder names): the layer of a deep Wiener model (e.g. "lru"), else the name
+        it is built as ("lstm", ...)."""
+        return resolve_name(self.kind)[0].label(self.kind, self.model)
 
-    def model_config(self, n_u: int, n_y: int) -> ModelConfig | LFRConfig | RNNConfig | LinearOptions:
-        """The model's config for data with ``n_u`` inputs and ``n_y`` outputs (a linear model's: its options)."""
-        if self.kind == "linear":
-            return LinearOptions(**self.model)
-        if self.kind == "deepwiener":
-            return ModelConfig(n_u=n_u, n_y=n_y, **self.model)
-        if self.kind == "lfr":
-            return LFRConfig(n_u=n_u, n_y=n_y, **self.model)
-        return RNNConfig(n_u=n_u, n_y=n_y, cell=self.kind, **self.model)
-
-    def build_model(self, n_u: int, n_y: int) -> DeepWiener | LFRModel | RNNModel:
-        """A freshly initialised trainable model ("deepwiener", "lfr", "lstm", "gru") for ``n_u`` inputs and
-        ``n_y`` outputs.
-
-        Raises:
-            ConfigError: kind "linear", which is identified from data (``training.fit_linear``), not built.
-        """
-        config = self.model_config(n_u, n_y)
-        if isinstance(config, LinearOptions):
-            raise ConfigError("a linear model is identified from data (training.fit_linear), not built")
-        if isinstance(config, ModelConfig):
-            return DeepWiener.from_config(config)
-        return LFRModel.from_config(config) if isinstance(config, LFRConfig) else RNNModel.from_config(config)
+    def build_model(self, n_u: int, n_y: int) -> Model:
+        """A freshly initialised model for ``n_u`` inputs and ``n_y`` outputs (``models.build_model``)."""
+        return build_model(self.kind, n_u=n_u, n_y=n_y, **self.model)
 
     def to_tables(self) -> dict[str, dict[str, Any]]:
         """The four tables as plain dicts, every value spelled out (None for unset options)."""
         model = dict(self.model)
-        layer = model.pop("layer_options", {})
+        table = resolve_name(self.kind)[0].options_table(model)
+        layer = model.pop(table[0], {}) if table is not None else {}
         return {"data": dataclasses.asdict(self.data), "model": {"kind": self.kind, **model},
                 "layer": dict(layer), "train": self.train.to_dict()}
 
@@ -211,7 +182,7 @@ def resolve(file: str | Path | None = None,
     Raises:
         ConfigError: unknown tables or keys (listing the valid ones), values of the wrong type, invalid
             values (unknown model kind, layer, nonlinearity, benchmark, ...), or a ``[layer]`` table for a
-            baseline.
+            kind without one.
     """
     tables: dict[str, dict[str, Any]] = {table: {} for table in TABLES}
     for source in (read_toml(file) if file is not None else {}, overrides or {}):
@@ -223,44 +194,30 @@ def resolve(file: str | Path | None = None,
             tables[table].update(given)
     model_values = dict(tables["model"])
     kind = model_values.pop("kind", "deepwiener")
-    if kind not in MODEL_KINDS:
-        raise unknown_name("model kind", kind, MODEL_KINDS)
-    if kind == "deepwiener":
-        resolved = _deep_wiener_keywords(model_values, tables["layer"])
-    else:
-        resolved = _baseline_keywords(kind, model_values, tables["layer"])
+    resolved = _model_keywords(kind, model_values, tables["layer"])
     data = DataConfig(**_validated("data", tables["data"], DataConfig))
     train = TrainConfig.from_dict(_validated("train", tables["train"], TrainConfig))
     return RunConfig(data=data, model=MappingProxyType(resolved), train=train, kind=kind)
 
 
-def _deep_wiener_keywords(values: Mapping[str, Any], layer_values: Mapping[str, Any]) -> dict[str, Any]:
-    """``ModelConfig`` keywords (defaults filled, ``layer_options`` from the [layer] table) without n_u, n_y, dt."""
-    model_keys = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name not in _DERIVED_MODEL_KEYS}
-    model = _validated("model", values, ModelConfig, model_keys)
-    layer_name = model.get("layer", model_keys["layer"].default)
-    options_cls = layer_class(layer_name).Options
-    options = options_cls(**_validated("layer", layer_values, options_cls))
-    model["layer_options"] = dataclasses.asdict(options)
-    resolved = dict(dataclasses.asdict(ModelConfig(n_u=1, n_y=1, **model)))  # validates; fills the defaults
-    for key in ("n_u", "n_y", "dt"):
-        resolved.pop(key)
-    return resolved
-
-
-def _baseline_keywords(kind: str, values: Mapping[str, Any], layer_values: Mapping[str, Any]) -> dict[str, Any]:
-    """Keywords of an "lfr" ``LFRConfig`` (without n_u, n_y, dt), an "lstm"/"gru" ``RNNConfig`` (without n_u,
-    n_y, dt, cell) or of ``LinearOptions``."""
-    if layer_values:
-        raise ConfigError(f"the [layer] table configures deep Wiener models; model kind {kind!r} has no layer "
-                          f"(got {sorted(layer_values)})")
-    if kind == "linear":
-        return LinearOptions(**_validated("model", values, LinearOptions)).to_dict()
-    cls, derived, fixed = (LFRConfig, _DERIVED_LFR_KEYS, {}) if kind == "lfr" else (RNNConfig, _DERIVED_RNN_KEYS,
-                                                                                    {"cell": kind})
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in derived}
-    resolved = cls(n_u=1, n_y=1, **fixed, **_validated("model", values, cls, fields)).to_dict()
-    return {key: value for key, value in resolved.items() if key not in derived}
+def _model_keywords(kind: str, values: Mapping[str, Any], layer_values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords of the config of model kind ``kind`` (defaults filled, the ``[layer]`` table in the kind's
+    options field) without the fields that come from the data and those the kind's name fixes."""
+    cls, fixed = resolve_name(kind)
+    derived = {*_FROM_DATA, *fixed}
+    table = cls.options_table(values)
+    if table is not None:
+        derived.add(table[0])
+    elif layer_values:
+        raise ConfigError(f"the [layer] table configures a model's layers; model kind {kind!r} has no layer (got "
+                          f"{sorted(layer_values)})")
+    fields = {f.name: f for f in dataclasses.fields(cls.config_class) if f.name not in derived}
+    model = _validated("model", values, cls.config_class, fields)
+    if table is not None:
+        name, options_cls = table
+        model[name] = dataclasses.asdict(options_cls(**_validated("layer", layer_values, options_cls)))
+    resolved = cls.config_class(n_u=1, n_y=1, **fixed, **model).to_dict()  # validates; fills the defaults
+    return {key: value for key, value in resolved.items() if key not in {*_FROM_DATA, *fixed}}
 
 
 def _benchmark_key(name: str) -> str:

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.signal
 
-from deepwiener.baselines.linear import LinearStateSpace, best_linear
 from deepwiener.data import IOData
 from deepwiener.evaluation import Metrics, evaluate
-from deepwiener.model import DeepWiener
+from deepwiener.identification import best_linear
+from deepwiener.models import DeepWiener, LinearModel
 from deepwiener.training import EpochInfo, FitResult, TrainConfig, fit
 
 DT = 1e-3
@@ -115,7 +115,7 @@ class DemoResult:
     """
 
     model: DeepWiener
-    linear: LinearStateSpace
+    linear: LinearModel
     fit_result: FitResult
     test: IOData
     metrics: dict[str, Metrics]
@@ -135,7 +135,7 @@ def run_demo(max_minutes: float = 0.75, seed: int = 0, epochs: int = TRAIN.epoch
         The models, the training history, the test record and the test metrics.
     """
     train, val, test = make_data(seed)
-    linear, _ = best_linear([train], val, orders=(2, 4, 6, 8), n_skip=INIT_WINDOW)
+    linear = LinearModel.from_state_space(best_linear([train], val, orders=(2, 4, 6, 8), n_skip=INIT_WINDOW)[0])
     model = DeepWiener(n_u=1, n_y=1, seed=seed, **MODEL)
     config = TrainConfig(**{**TRAIN.to_dict(), "max_minutes": max_minutes, "seed": seed, "epochs": epochs})
     result = fit(model, [train], config, val=[val], on_epoch=on_epoch)

@@ -5,7 +5,7 @@ most the first ``init_window`` measured outputs to set its state (simulating fro
 here, uses none); errors are counted from sample ``init_window`` on. RMSE is reported in the benchmark's
 unit (``IOData.report_unit``, e.g. mV for Silverbox), else in the data's unit (``IOData.y_unit``).
 NRMSE, FIT and R^2 are unitless. Any object with ``simulate(u) -> y`` and ``dt`` can be evaluated (a
-``DeepWiener`` model, a linear baseline, ...).
+model of any kind, an identified ``identification.LinearStateSpace``, ...).
 
 A simulation that blows up (NaN or inf, as an unstable model can beyond its training amplitudes) is a result,
 not an error: its metrics are rmse = nrmse = inf, fit = r2 = -inf, with ``diverged_at`` the first sample that
@@ -74,7 +74,7 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
     """Evaluate a model on one record by the official protocol.
 
     Args:
-        model: any :class:`Simulator`, e.g. a trained ``DeepWiener`` or a ``LinearStateSpace``.
+        model: any :class:`Simulator`, e.g. a trained model of any kind (``deepwiener.models``).
         data: the test record, u: (T, n_u), y: (T, n_y); its ``dt`` must equal the model's (relative
             tolerance 1e-3).
         init_window: leading samples whose errors are not counted, 0 <= init_window < T.

@@ -28,11 +28,10 @@ from matplotlib.figure import Figure
 from deepwiener import analysis, analysis_plots, plots
 from deepwiener.analysis import BlockSystem, Certificate, NonlinearityCurve, NonLTIBlock, ReductionResult
 from deepwiener.data import Benchmark
-from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError
 from deepwiener.evaluation import Metrics
 from deepwiener.io import load, versions
-from deepwiener.model import DeepWiener
+from deepwiener.models import FILE_KINDS, Model
 from deepwiener.runs import RunDir
 
 SECTIONS: dict[str, str] = {
@@ -98,7 +97,7 @@ class Inspection:
                 "certificate": self.certificate.to_dict()}
 
 
-def inspect_model(model: DeepWiener, data: Benchmark | None = None) -> Inspection:
+def inspect_model(model: Model, data: Benchmark | None = None) -> Inspection:
     """Analyse a model: its blocks, and with data its nonlinearity curves and local Lipschitz constants.
 
     Args:
@@ -122,18 +121,18 @@ def inspect_model(model: DeepWiener, data: Benchmark | None = None) -> Inspectio
     )
 
 
-def require_deep_wiener(model: object, source: str | Path) -> DeepWiener:
-    """``model`` itself when it is a deep Wiener model, which the analysis and the reduction need.
+def require_capability(model: Model, capability: str, source: str | Path) -> Model:
+    """``model`` itself when its kind has ``capability`` ("blocks" for the analysis, "reduce" for the reduction).
 
     Raises:
-        ConfigError: another kind of model (an lstm, gru or linear baseline, an ensemble), naming ``source``.
+        ConfigError: a kind without it (an lstm, gru or linear model, an ensemble, ...), naming ``source`` and the
+            kinds that have it.
     """
-    if isinstance(model, Ensemble):
-        raise ConfigError(f"{source} holds an ensemble of {len(model.members)} models, not one deep Wiener model: "
-                          "inspect or reduce each of its members")
-    if not isinstance(model, DeepWiener):
-        raise ConfigError(f"{source} holds a {type(model).__name__}, not a deep Wiener model: it has no blocks to "
-                          "analyse or reduce")
+    if capability not in model.capabilities:
+        having = [kind for kind, cls in FILE_KINDS.items() if capability in cls.capabilities]
+        members = " (inspect or reduce each of its members)" if model.trainer is None else ""
+        raise ConfigError(f"{source} holds a model of kind {model.kind!r}{members}, which has no blocks to "
+                          f"analyse or reduce; the kinds that have: {', '.join(having)}")
     return model
 
 
@@ -230,9 +229,9 @@ def render_report(run: RunDir) -> str:
     model = load(run.model_path)
     history = run.read_history()
     unit = next(iter(data.tests.values())).y_unit
-    inspection = inspect_model(model, data) if isinstance(model, DeepWiener) else None
-    label = "deep Wiener" if inspection else type(model).__name__
-    no_blocks = f"<p>Not analysed: a {_esc(label)} has no blocks.</p>"
+    inspection = inspect_model(model, data) if "blocks" in model.capabilities else None
+    label = model.title or model.kind
+    no_blocks = f"<p>Not analysed: a model of kind {_esc(model.kind)} has no blocks.</p>"
     bodies = {
         "metrics": _table(METRICS_HEADER, metrics_rows(json.loads(run.file("metrics.json").read_text("utf-8")))),
         "training": _figure(plots.training_curves(history, unit), "training curves") if history
@@ -266,13 +265,9 @@ def _analysis_html(inspection: Inspection) -> str:
     return "".join(parts)
 
 
-def _describe(model: object) -> str:
-    """The model in a few words (a baseline by its class; the configuration section has the rest)."""
-    if not isinstance(model, DeepWiener):
-        return type(model).__name__
-    c = model.config
-    return (f"deep Wiener: {c.layer}, d_model {c.d_model}, d_state {c.d_state}, {c.n_layers} blocks, nonlinearity "
-            f"{c.nonlinearity}, {model.n_parameters} parameters")
+def _describe(model: Model) -> str:
+    """The model in a few words (its kind and parameters; the configuration section has the rest)."""
+    return f"{model.title or model.kind}, {model.n_parameters} parameters"
 
 
 def _page(run: RunDir, model: str, data: Benchmark, sections: Mapping[str, tuple[str, str]]) -> str:

@@ -36,8 +36,9 @@ from deepwiener.config import DataConfig, RunConfig, resolve
 from deepwiener.data import Benchmark
 from deepwiener.errors import ConfigError, ModelFileError
 from deepwiener.evaluation import Metrics, evaluate_all
-from deepwiener.io import Model, atomic_write, save, versions
-from deepwiener.training import EpochInfo, FitResult, fit, fit_linear
+from deepwiener.io import atomic_write, save, versions
+from deepwiener.models import Model
+from deepwiener.training import EpochInfo, FitResult, fit
 
 logger = logging.getLogger(__name__)
 
@@ -248,9 +249,8 @@ class TrainOutcome:
 
 def train_run(run: RunDir, config: RunConfig, data: Benchmark,
               on_epoch: Callable[[EpochInfo], None] | None = None) -> TrainOutcome:
-    """Build the model, train it, save it, and evaluate it on every test record of ``data``.
-
-    A model of kind "linear" is identified instead (``training.fit_linear``: one epoch, no checkpoint).
+    """Build the model, train it (or identify it, for a kind such as "linear": one epoch, no checkpoint), save it,
+    and evaluate it on every test record of ``data``.
 
     Writes ``model.dw``, ``history.csv`` and ``metrics.json`` into ``run`` (its status is the caller's).
 
@@ -264,15 +264,9 @@ def train_run(run: RunDir, config: RunConfig, data: Benchmark,
         The trained model, the fit result, the data and the metrics.
     """
     first = data.train[0]
-    model: Model
-    if config.kind == "linear":
-        logger.info("identifying a linear model (N4SID) on %s", data.name)
-        model, result = fit_linear(data.train, config.train, options=config.model_config(first.n_u, first.n_y),
-                                   on_epoch=on_epoch)
-    else:
-        model = config.build_model(first.n_u, first.n_y)
-        logger.info("training %s (%d parameters) on %s", config.label, model.n_parameters, data.name)
-        result = fit(model, data.train, config.train, checkpoint=run.file("checkpoint.pt"), on_epoch=on_epoch)
+    model = config.build_model(first.n_u, first.n_y)
+    logger.info("training %s (%d parameters) on %s", config.label, model.n_parameters, data.name)
+    result = fit(model, data.train, config.train, checkpoint=run.file("checkpoint.pt"), on_epoch=on_epoch)
     logger.info("stopped after %d epochs (%s); best epoch %d, validation RMSE %.6g", result.epochs_run,
                 result.stopped, result.best_epoch, result.best_val_rmse)
     save(model, run.model_path, extra=describe(data))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -31,8 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from deepwiener.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
 Readout = Literal["next", "current"]
 READOUTS: tuple[str, ...] = ("next", "current")
+_MIN_POLE = 1e-8  # below this modulus, C / lam (readout "next") loses all accuracy
+_COND_WARN = 1e8  # eigenvector condition number above which a diagonalisation is reported as fragile
 
 
 def complex_dtype(real: torch.dtype) -> torch.dtype:
@@ -352,3 +359,49 @@ class DPLRSSM(LinearSystem):
 
 def _identity(x: Tensor) -> Tensor:
     return x
+
+
+def diagonal_from_real(
+    A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray, readout: str = "current"
+) -> DiagonalSSM:
+    """Half-pair complex diagonal form of a real system ``x+ = A x + B u``, ``y = C x + D u``.
+
+    With ``A = V diag(lam) V^-1``, a conjugate pair keeps its member with Im > 0 and C gains a factor 2
+    (``c z + conj(c z) = Re(2 c z)``); a real eigenvalue keeps factor 1 with its real B row and C column.
+
+    Args:
+        A: (r, r) real, diagonalisable.
+        B: (r, m) real.
+        C: (p, r) real.
+        D: (p, m) real.
+        readout: output convention of the result: "current" (``Re(C x[k]) + D u``, the same as the input) or
+            "next" (``Re(C x[k+1]) + D u``: ``C / lam`` and ``D - Re(C B / lam)``; needs no pole at 0).
+
+    Returns:
+        A complex128 ``DiagonalSSM`` with one mode per conjugate pair or real eigenvalue.
+
+    Raises:
+        ConfigError: readout "next" with a pole at the origin.
+    """
+    lam, V = np.linalg.eig(A)
+    lam, V = lam.astype(np.complex128), V.astype(np.complex128)  # real when every eigenvalue is real
+    if np.linalg.cond(V) > _COND_WARN:
+        logger.warning("eigenvectors of A are ill-conditioned (cond %.3g)", np.linalg.cond(V))
+    upper, real = lam.imag > 0, lam.imag == 0
+    keep = upper | real
+    lam_h = lam[keep]
+    B_h = np.linalg.solve(V, B)[keep]  # (k, m)
+    C_h = (C @ V)[:, keep] * np.where(upper[keep], 2.0, 1.0)  # (p, k)
+    real_k = real[keep]
+    B_h[real_k] = B_h[real_k].real  # a real eigenvector gives real rows; drop the round-off
+    C_h[:, real_k] = C_h[:, real_k].real
+    D_h = np.array(D, dtype=np.float64)
+    if readout == "next":
+        if lam_h.size and np.min(np.abs(lam_h)) < _MIN_POLE:
+            raise ConfigError(
+                f"a pole is at the origin (|lam| = {np.min(np.abs(lam_h)):.3g}); readout 'next' cannot "
+                "represent it: use the layer option readout='current'"
+            )
+        C_h = C_h / lam_h
+        D_h = D_h - (C_h @ B_h).real
+    return DiagonalSSM(*(torch.from_numpy(np.ascontiguousarray(x)) for x in (lam_h, B_h, C_h, D_h)), readout)

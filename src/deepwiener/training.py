@@ -5,7 +5,9 @@ Read top to bottom:
 1. Hold out validation data: the time-contiguous tail of each training record (random windows would leak,
    because windows overlap), unless validation records are given.
 2. Set the model's sampling time and its input/output normalisation from the training part; with
-   ``init="linear"``, start the model as the best linear model of the data (``initialization``).
+   ``init="linear"``, start the model as the best linear model of the data (the kind's ``start_linear``). A kind
+   identified from data (``trainer = "identify"``, the linear model) is identified here instead, and the rest
+   does not apply.
 3. Cut overlapping windows; the first ``washout`` samples of each window warm the state up and are not
    counted in the loss.
 4. Two parameter groups: the linear layers' parameters (``ssm_lr``, no weight decay) and the rest (``lr``).
@@ -15,7 +17,7 @@ Read top to bottom:
 6. Restore the parameters of the best validation epoch.
 
 The loss is the mean squared simulation error divided by the training output's variance (NMSE), so outputs
-in different units weigh alike. A model with an output integrator (``ModelConfig.integrator``) is normalised
+in different units weigh alike. A model with an output integrator (``config.integrator``) is normalised
 by the statistics of the output's increments and scored on its output relative to the end of each window's
 washout (``_train_step``). Validation is a free-run simulation from the zero state, reported as RMSE in
 physical units: a held-out tail is scored after simulating its whole record (the training head, inputs only,
@@ -39,19 +41,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepwiener.baselines.linear import LinearStateSpace
-from deepwiener.data import IOData, fit_scaler, make_windows, split_validation
+from deepwiener.data import IOData, ValidationRecord, fit_scaler, make_windows, split_validation
 from deepwiener.data.iodata import check_dt
 from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, is_integer_in, unknown_name
-from deepwiener.initialization import INITS, LinearOptions, identify_linear, initialize_linear
 from deepwiener.layers import LAYERS
-from deepwiener.model import DeepWiener
-from deepwiener.simulator import DictConfig
+from deepwiener.models import Model
+from deepwiener.options import DictConfig
 
 log = logging.getLogger(__name__)
 
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau", "constant")
+INITS: tuple[str, ...] = ("random", "linear")
+"""Values of ``TrainConfig.init``: the model's own random start, or ``model.start_linear`` (the best linear model
+of the training data, its order chosen on the validation records)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +89,7 @@ class TrainConfig(DictConfig):
         mode: simulation engine used in training ("auto", "scan", "compiled", ...).
         dtype: "float32" or "float64".
         init: "random" (the model's own initialisation) or "linear" (start as the best linear model of the
-            training data, order chosen on the validation records: ``initialization.initialize_linear``).
+            training data, order chosen on the validation records: the kind's ``start_linear``).
     """
 
     window: int = 512
@@ -190,13 +193,6 @@ def _as_records(data: IOData | Sequence[IOData], what: str) -> list[IOData]:
     return records
 
 
-class ValidationRecord(NamedTuple):
-    """A record simulated in full from the zero state, scored from sample ``start`` on."""
-
-    data: IOData
-    start: int
-
-
 def split_training(records: list[IOData], val: Sequence[IOData] | None,
                    config: TrainConfig) -> tuple[list[IOData], list[ValidationRecord]]:
     """Training parts and validation records, as ``fit`` makes them (score other models on the same records).
@@ -240,22 +236,19 @@ class _Schedule:
 
 
 @torch.no_grad()
-def validation_rmse(model: DeepWiener | LinearStateSpace, records: Sequence[ValidationRecord],
-                    mode: str | None) -> float:
-    """RMSE (physical units, mean over outputs) of free-run simulations, each scored from its start index.
-
-    ``mode`` is the simulation engine of a torch model; None for a model without engines (``LinearStateSpace``).
-    """
+def validation_rmse(model: Model, records: Sequence[ValidationRecord], mode: str = "auto") -> float:
+    """RMSE (physical units, mean over outputs) of free-run simulations, each scored from its start index, with
+    the simulation engine ``mode``."""
     errors = []
     for rec in records:
-        y_hat = model.simulate(rec.data.u) if mode is None else model.simulate(rec.data.u, mode=mode)
+        y_hat = model.simulate(rec.data.u, mode=mode)
         errors.append(rec.data.y[rec.start :] - y_hat[rec.start :])
     err = np.concatenate(errors, axis=0)
     return float(np.sqrt(np.mean(err**2, axis=0)).mean())
 
 
 def fit(
-    model: DeepWiener,
+    model: Model,
     train: IOData | Sequence[IOData],
     config: TrainConfig | None = None,
     *,
@@ -263,10 +256,12 @@ def fit(
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[EpochInfo], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place by minimising the simulation error on windows of the training records.
+    """Train ``model`` in place by minimising the simulation error on windows of the training records, or, for a
+    kind whose ``trainer`` is "identify" (the linear model), identify it from the training records.
 
     Args:
-        model: the model to train; its sampling time and normalisation are set from the data.
+        model: the model to train, of any registered kind; its sampling time and normalisation are set from the
+            data.
         train: one record or several, each u: (time, n_u), y: (time, n_y), all with the same dt.
         config: training options (defaults: ``TrainConfig()``).
         val: validation records; default: the tail ``val_fraction`` of each training record.
@@ -278,9 +273,13 @@ def fit(
 
     Raises:
         DataError: bad data (dt mismatch, too short for the window, NaN loss).
-        ConfigError: bad options.
+        ConfigError: bad options, or a model that is not trained (an ensemble: train its members).
     """
     config = config or TrainConfig()
+    if model.trainer not in ("gradient", "identify"):
+        raise ConfigError(f"a model of kind {model.kind!r} is not trained (train the models it is made of)")
+    if config.init == "linear" and model.trainer == "gradient":
+        model.check_linear_start()  # before anything is identified
     records = _as_records(train, "training")
     _check_records_dt(records, records[0])
     for rec in records:
@@ -292,6 +291,8 @@ def fit(
     train_parts, val_parts = split_training(records, val, config)
     _check_records_dt([v.data for v in val_parts], records[0])
     model.with_dt(records[0].dt)
+    if model.trainer == "identify":
+        return _identify(model, train_parts, val_parts, config, on_epoch)
     stats = fit_scaler(train_parts)
     model.set_scaler(*(fit_scaler(train_parts, increments=True) if model.integrates_output else stats))
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
@@ -299,7 +300,7 @@ def fit(
     loss_scale = torch.as_tensor(stats.y_std, dtype=dtype, device=device)  # (n_y,) the output's std
     model.to(device=device, dtype=dtype)
     if config.init == "linear":
-        initialize_linear(model, train_parts, val_parts)
+        model.start_linear(train_parts, val_parts)
     u_np, y_np = make_windows(train_parts, config.window, config.stride or max(config.window // 2, 1))
     u_win = torch.as_tensor(u_np, dtype=dtype, device=device)  # (n_win, window, n_u)
     y_win = torch.as_tensor(y_np, dtype=dtype, device=device)  # (n_win, window, n_y)
@@ -309,7 +310,7 @@ def fit(
 
 
 def _train_loop(
-    model: DeepWiener,
+    model: Model,
     u_win: Tensor,
     y_win: Tensor,
     loss_scale: Tensor,
@@ -391,7 +392,7 @@ def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[
     return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
 
 
-def _train_epoch(model: DeepWiener, optimizer: torch.optim.Optimizer, u_win: Tensor, y_win: Tensor, scale: Tensor,
+def _train_epoch(model: Model, optimizer: torch.optim.Optimizer, u_win: Tensor, y_win: Tensor, scale: Tensor,
                  config: TrainConfig, gen: torch.Generator) -> float:
     """One pass over the windows in a random order; the mean batch loss, or the first non-finite one."""
     perm = torch.randperm(u_win.shape[0], generator=gen)
@@ -404,7 +405,7 @@ def _train_epoch(model: DeepWiener, optimizer: torch.optim.Optimizer, u_win: Ten
     return float(np.mean(losses))
 
 
-def _train_step(model: DeepWiener, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor, scale: Tensor,
+def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor, scale: Tensor,
                 config: TrainConfig) -> float:
     """One optimisation step on a batch u: (batch, window, n_u), y: (batch, window, n_y); returns the NMSE.
 
@@ -427,7 +428,7 @@ def _train_step(model: DeepWiener, optimizer: torch.optim.Optimizer, u: Tensor, 
     return float(loss.detach())
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any], model: DeepWiener, optimizer: torch.optim.Optimizer,
+def _save_checkpoint(path: Path, state: dict[str, Any], model: Model, optimizer: torch.optim.Optimizer,
                      schedule: _Schedule, gen: torch.Generator) -> None:
     """Write the resume checkpoint atomically (tensors and primitives only: loads with weights_only=True)."""
     payload = {
@@ -444,7 +445,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any], model: DeepWiener, optim
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, model: DeepWiener, optimizer: torch.optim.Optimizer, schedule: _Schedule,
+def _load_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer, schedule: _Schedule,
                      gen: torch.Generator) -> dict[str, Any]:
     try:
         payload = torch.load(path, weights_only=True)
@@ -461,44 +462,19 @@ def _load_checkpoint(path: Path, model: DeepWiener, optimizer: torch.optim.Optim
     return {k: payload[k] for k in keys}
 
 
-def fit_linear(
-    train: IOData | Sequence[IOData],
-    config: TrainConfig | None = None,
-    *,
-    val: Sequence[IOData] | None = None,
-    options: LinearOptions | None = None,
-    on_epoch: Callable[[EpochInfo], None] | None = None,
-) -> tuple[LinearStateSpace, FitResult]:
-    """The linear baseline with ``fit``'s data handling: N4SID of the training parts, order chosen on validation.
-
-    The same training/validation split and validation RMSE as :func:`fit`; the identification counts as one
-    epoch (its history row has the training NMSE after the washout and the validation RMSE; lr 0).
-
-    Args:
-        train: one record or several, all with the same dt.
-        config: training options; ``val_fraction``, ``washout`` (of the training NMSE) are used.
-        val: validation records; default: the tail ``val_fraction`` of each training record.
-        options: identification options (``initialization.LinearOptions``).
-        on_epoch: called once with the ``EpochInfo`` of the identification.
-
-    Returns:
-        The linear model (physical units) and a one-epoch ``FitResult``.
-
-    Raises:
-        ConfigError: no validation data (val_fraction 0 and no val), bad options.
-        DataError: bad data (dt mismatch, too little data for the subspace horizon).
-    """
-    config = config or TrainConfig()
+def _identify(model: Model, train_parts: list[IOData], val_parts: list[ValidationRecord], config: TrainConfig,
+              on_epoch: Callable[[EpochInfo], None] | None) -> FitResult:
+    """``fit`` for a kind identified from data: one "epoch" (its history row has the training NMSE after the washout
+    and the validation RMSE; lr 0). A model with an output integrator is scored on the output it simulates."""
     start = time.monotonic()
-    records = _as_records(train, "training")
-    _check_records_dt(records, records[0])
-    train_parts, val_parts = split_training(records, val, config)
-    _check_records_dt([v.data for v in val_parts], records[0])
-    linear = identify_linear(train_parts, val_parts, options=options)
-    val_rmse = validation_rmse(linear, val_parts, None)
-    err = np.concatenate([(p.y - linear.simulate(p.u))[config.washout :] / linear.y_std for p in train_parts])
+    what = model.identify(train_parts, val_parts)
+    val_rmse = validation_rmse(model, val_parts, config.mode) if val_parts else math.nan
+    y_std = model.y_std.double().cpu().numpy()
+    err = np.concatenate([(p.y - model.simulate(p.u, mode=config.mode))[config.washout :] / y_std
+                          for p in train_parts])
     train_loss, seconds = float(np.mean(err**2)), time.monotonic() - start
     history = [{"epoch": 0, "train_loss": train_loss, "val_rmse": val_rmse, "lr": 0.0, "seconds": seconds}]
     if on_epoch is not None:
         on_epoch(EpochInfo(0, train_loss, val_rmse, 0.0, seconds, True))
-    return linear, FitResult(history, 0, val_rmse, 1, seconds, f"N4SID, order {linear.n_states}")
+    log.info("identified %s (%s)", model.kind, what)
+    return FitResult(history, 0, val_rmse, 1, seconds, what)

@@ -10,7 +10,7 @@ import pytest
 from deepwiener import analysis_plots
 from deepwiener.analysis import blocks, nonlinearity_curves
 from deepwiener.data import IOData
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 
 
 @pytest.fixture(scope="module")

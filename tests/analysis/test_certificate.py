@@ -12,7 +12,7 @@ from torch import nn
 from deepwiener.analysis import BlockSystem, Certificate, blocks, certificate, certify_block
 from deepwiener.data import IOData
 from deepwiener.layers import LRU
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 from deepwiener.systems import DiagonalSSM
 
 DT = 0.5

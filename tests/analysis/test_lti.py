@@ -11,13 +11,14 @@ import control
 import numpy as np
 import pytest
 import torch
+from helpers import LAYER_NAMES
 from torch import nn
 
 from deepwiener.analysis import BlockSystem, NonLTIBlock, blocks, frequency_grid, nonlinearity_curves
 from deepwiener.analysis.gramians import hankel_singular_values
 from deepwiener.data import IOData
 from deepwiener.errors import DataError
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 
 DT = 0.01
 
@@ -27,7 +28,7 @@ def small_model(layer: str, **options: object) -> DeepWiener:
     return DeepWiener(n_u=1, n_y=1, layer=layer, **settings).double()
 
 
-@pytest.mark.parametrize("layer", ["lru", "s5", "s4d", "s4"])
+@pytest.mark.parametrize("layer", LAYER_NAMES)
 def test_poles_are_the_eigenvalues_of_each_block(layer: str) -> None:
     model = small_model(layer)
     for block, system in zip(model.blocks, blocks(model), strict=True):

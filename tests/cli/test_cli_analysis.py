@@ -11,10 +11,10 @@ import pytest
 from cli_helpers import SILVERBOX_DT, Result, run_cli
 
 from deepwiener.analysis import blocks
-from deepwiener.baselines.linear import LinearStateSpace
 from deepwiener.evaluation import evaluate_all
+from deepwiener.identification import LinearStateSpace
 from deepwiener.io import load, read_info, save
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener, LinearModel
 from deepwiener.runs import RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -159,16 +159,18 @@ def test_reduce_refuses_its_own_folder(csv_run: Path) -> None:
 
 def test_baseline_run_has_no_blocks(csv_run: Path, tmp_path: Path) -> None:
     one = np.ones(1)
-    linear = LinearStateSpace(A=np.array([[0.5]]), B=np.eye(1), C=np.eye(1), D=np.zeros((1, 1)), dt=SILVERBOX_DT,
-                              u_mean=0 * one, u_std=one, y_mean=0 * one, y_std=one)
+    linear = LinearModel.from_state_space(LinearStateSpace(A=np.array([[0.5]]), B=np.eye(1), C=np.eye(1),
+                                                           D=np.zeros((1, 1)), dt=SILVERBOX_DT, u_mean=0 * one,
+                                                           u_std=one, y_mean=0 * one, y_std=one))
     run = copy_run(csv_run, tmp_path / "linear", model=linear)
     for command in (["inspect", run, "--out", tmp_path / "fig"],
                     ["reduce", run, "--order", 1, "--out", tmp_path / "r"]):
-        assert_error(run_cli(command), "holds a LinearStateSpace, not a deep Wiener model")
+        assert_error(run_cli(command), "holds a model of kind 'linear', which has no blocks to analyse or reduce; "
+                                       "the kinds that have: deepwiener")
     report = run_cli(["report", run])
     assert report.code == 0, report.err
     page = (run / "report.html").read_text()
-    assert page.count("a LinearStateSpace has no blocks") == 2 and page.count('src="data:image/png;base64,') == 2
+    assert page.count("a model of kind linear has no blocks") == 2 and page.count('src="data:image/png;base64,') == 2
 
 
 @pytest.mark.parametrize("command", ["inspect", "reduce", "report"])

@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import SILVERBOX_DT, run_cli
 
 from deepwiener import io
-from deepwiener.lfr import LFRModel
+from deepwiener.models.lfr import LFRModel
 
 
 def test_cli_trains_and_evaluates_an_lfr(silverbox_slices: dict[str, Path], tmp_path: Path) -> None:

@@ -17,10 +17,12 @@ import torch
 
 pytest.importorskip("numba")
 
-from helpers import run_without_numba  # noqa: E402
+from helpers import build_layer, run_without_numba  # noqa: E402
 
-from deepwiener.engines import compiled  # noqa: E402
+from deepwiener import engines  # noqa: E402
+from deepwiener.engines import compiled, numba_runtime  # noqa: E402
 from deepwiener.engines.compiled import diagonal_recurrence  # noqa: E402
+from deepwiener.errors import ConfigError  # noqa: E402
 
 COMPLEX = (torch.complex64, torch.complex128)
 REAL = (torch.float32, torch.float64)
@@ -263,19 +265,23 @@ def test_bad_inputs_raise_value_error(mutate, match: str) -> None:
 
 
 def test_compile_failure_disables_engine_and_warns_once(monkeypatch, caplog) -> None:
-    monkeypatch.setattr(compiled, "_ENGINE", compiled._Engine())
-
-    def broken_build() -> None:
+    def broken_build() -> dict:
         raise RuntimeError("simulated compile failure")
 
-    monkeypatch.setattr(compiled, "_build", broken_build)
-    with caplog.at_level(logging.WARNING, logger=compiled.__name__):
+    monkeypatch.setattr(compiled, "KERNELS", numba_runtime.Kernels("test kernel", broken_build))
+    system = build_layer("lru").discretize()
+    with caplog.at_level(logging.WARNING, logger="deepwiener"):
         assert not compiled.available()
         assert not compiled.available()
-        with pytest.raises(RuntimeError, match="unavailable"):
+        with pytest.raises(numba_runtime.CompiledUnavailableError, match="unavailable.*deepwiener\\[fast\\]"):
             diagonal_recurrence(*_good())
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "simulated compile failure" in warnings[0].getMessage()
+        with pytest.raises(ConfigError, match="mode 'compiled' needs numba"):
+            engines.resolve_mode(system, "cpu", "compiled")
+        assert [engines.resolve_mode(system, "cpu", "auto") for _ in range(2)] == ["scan", "scan"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "simulated compile failure" in warnings[0]  # why the kernel is off, once
+    assert "runs 'scan' instead" in warnings[1]  # and that "auto" falls back, once
 
 
 def test_import_without_numba() -> None:

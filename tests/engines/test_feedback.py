@@ -12,7 +12,7 @@ from helpers import run_without_numba
 
 from deepwiener.engines import feedback
 from deepwiener.errors import ConfigError
-from deepwiener.lfr import LFRModel
+from deepwiener.models.lfr import LFRModel
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,7 +100,7 @@ def test_without_numba_auto_falls_back_and_compiled_explains() -> None:
         "import torch\n"
         "from deepwiener.engines import feedback\n"
         "from deepwiener.errors import ConfigError\n"
-        "from deepwiener.lfr import LFRModel\n"
+        "from deepwiener.models import LFRModel\n"
         "assert not feedback.available()\n"
         "model = LFRModel(1, 1)\n"
         "assert model.engine('auto', 'cpu') == 'loop'\n"

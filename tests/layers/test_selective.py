@@ -16,7 +16,7 @@ from deepwiener.data import IOData
 from deepwiener.engines import compiled
 from deepwiener.errors import ConfigError, DataError
 from deepwiener.layers import S6, S6Options, make_layer
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 from deepwiener.training import TrainConfig, fit
 
 H, N = 3, 4

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepwiener.baselines.linear import fit_fir
 from deepwiener.data import IOData, load_benchmark
 from deepwiener.errors import ConfigError, DataError
 from deepwiener.evaluation import evaluate, evaluate_all, input_reach
+from deepwiener.identification import fit_fir
 
 
 @dataclass

@@ -11,10 +11,9 @@ import safetensors.torch
 import torch
 
 from deepwiener import io
-from deepwiener.baselines.linear import LinearStateSpace
-from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ModelFileError
-from deepwiener.model import DeepWiener
+from deepwiener.identification import LinearStateSpace
+from deepwiener.models import DeepWiener, Ensemble, LinearModel
 
 
 def small_model(layer: str = "lru", dtype: torch.dtype = torch.float32) -> DeepWiener:
@@ -128,8 +127,9 @@ def test_invalid_config(saved: Path) -> None:
 
 
 def _ensemble() -> Ensemble:
-    lin = LinearStateSpace(A=[[0.5]], B=[[1.0, 0.5]], C=[[2.0]], D=[[0.0, 0.1]], dt=0.01, u_mean=[0.5, -1.0],
-                           u_std=[2.0, 3.0], y_mean=[0.1], y_std=[4.0])
+    lin = LinearModel.from_state_space(LinearStateSpace(A=[[0.5]], B=[[1.0, 0.5]], C=[[2.0]], D=[[0.0, 0.1]], dt=0.01,
+                                                        u_mean=[0.5, -1.0], u_std=[2.0, 3.0], y_mean=[0.1],
+                                                        y_std=[4.0]))
     return Ensemble([small_model("lru"), small_model("s4d", torch.float64), lin])
 
 
@@ -138,7 +138,7 @@ def test_ensemble_round_trip(tmp_path: Path) -> None:
     path = io.save(ensemble, tmp_path / "e.dw", extra={"members": ["a", "b", "c"]})
     loaded = io.load(path)
     assert isinstance(loaded, Ensemble)
-    assert [type(m).__name__ for m in loaded.members] == ["DeepWiener", "DeepWiener", "LinearStateSpace"]
+    assert [type(m).__name__ for m in loaded.members] == ["DeepWiener", "DeepWiener", "LinearModel"]
     assert loaded.members[0].u_mean.dtype == torch.float32 and loaded.members[1].u_mean.dtype == torch.float64
     u = np.random.default_rng(0).normal(size=(60, 2))
     np.testing.assert_array_equal(loaded.simulate(u), ensemble.simulate(u))

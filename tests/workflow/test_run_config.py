@@ -30,7 +30,7 @@ def test_defaults_then_file_then_flags(tmp_path: Path) -> None:
     assert cfg.model["layer_options"] == {"readout": "next", "r_min": 0.9, "r_max": 0.99,
                                           "max_phase": pytest.approx(3.14159265)}
     assert cfg.train == TrainConfig(window=256, lr=1, epochs=3)
-    assert cfg.model_config(n_u=2, n_y=1).layer_options["r_min"] == 0.9
+    assert cfg.build_model(n_u=2, n_y=1).config.layer_options["r_min"] == 0.9
 
 
 def test_resolved_toml_round_trip(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ imported only by ``BlockSystem.to_control()``.
 from deepwiener.analysis.certificate import BlockCertificate, Certificate, certificate, certify_block
 from deepwiener.analysis.lti import BlockSystem, NonLTIBlock, blocks, frequency_grid
 from deepwiener.analysis.nonlinear import NonlinearityCurve, SignalRange, nonlinearity_curves, signal_ranges
-from deepwiener.analysis.reduction import METHODS, ReductionResult, diagonal_from_real, reduce
+from deepwiener.analysis.reduction import METHODS, ReductionResult, reduce
 
 __all__ = [
     "METHODS",
@@ -27,7 +27,6 @@ __all__ = [
     "blocks",
     "certificate",
     "certify_block",
-    "diagonal_from_real",
     "frequency_grid",
     "nonlinearity_curves",
     "reduce",

@@ -40,7 +40,7 @@ from torch import nn
 from deepwiener.analysis.lti import BlockSystem, NonLTIBlock, blocks
 from deepwiener.analysis.nonlinear import SignalRange, signal_ranges
 from deepwiener.data import IOData
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 
 Status = Literal["global", "local", "unknown", "failed"]
 _SEVERITY: dict[str, int] = {"global": 0, "local": 1, "unknown": 2, "failed": 3}

@@ -35,7 +35,7 @@ import scipy.linalg
 from deepwiener.analysis import gramians
 from deepwiener.errors import ConfigError
 from deepwiener.layers import LTILayer
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 
 logger = logging.getLogger(__name__)
 

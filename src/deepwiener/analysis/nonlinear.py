@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from deepwiener.data import IOData
 from deepwiener.data.iodata import check_dt
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,7 +7,7 @@ the same kind of model and runs on every engine.
 * **balanced**: square-root balanced truncation (``gramians.balanced_truncation``) of the layer's exact real
   realisation (``state_space()``, which is in "current" form ``eta = C x + D v`` whatever the layer's readout).
   The reduced real A is diagonalised; each conjugate pair keeps its member with Im > 0 with a factor 2 folded
-  into C, a real eigenvalue keeps factor 1 (:func:`diagonal_from_real`); for readout "next" the output is
+  into C, a real eigenvalue keeps factor 1 (``systems.diagonal_from_real``); for readout "next" the output is
   mapped back by ``C_next = C / lam``, ``D_next = D - Re(C_next B)``. Error bound per block:
   ``||G - G_r||_inf <= 2 * sum of the discarded Hankel singular values``.
 * **modal**: drop the modes with the smallest contribution ``w_i = ||c_i|| ||b_i|| / (1 - |lam_i|)`` straight on
@@ -44,16 +44,14 @@ from deepwiener.data.iodata import check_dt
 from deepwiener.errors import ConfigError, is_integer_in, unknown_name
 from deepwiener.layers import LTILayer
 from deepwiener.metrics import rmse
-from deepwiener.model import DeepWiener
-from deepwiener.systems import DiagonalSSM
+from deepwiener.models import DeepWiener
+from deepwiener.systems import DiagonalSSM, diagonal_from_real
 
 logger = logging.getLogger(__name__)
 
 Method = Literal["balanced", "modal"]
 METHODS: tuple[str, ...] = ("balanced", "modal")
 INERT_POLE = 0.5
-_MIN_POLE = 1e-8  # below this modulus, C / lam (readout "next") loses all accuracy
-_COND_WARN = 1e8  # eigenvector condition number above which the diagonalisation is reported as fragile
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,52 +87,6 @@ class ReductionResult:
             "rmse_before": self.rmse_before,
             "rmse_after": self.rmse_after,
         }
-
-
-def diagonal_from_real(
-    A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray, readout: str = "current"
-) -> DiagonalSSM:
-    """Half-pair complex diagonal form of a real system ``x+ = A x + B u``, ``y = C x + D u``.
-
-    With ``A = V diag(lam) V^-1``, a conjugate pair keeps its member with Im > 0 and C gains a factor 2
-    (``c z + conj(c z) = Re(2 c z)``); a real eigenvalue keeps factor 1 with its real B row and C column.
-
-    Args:
-        A: (r, r) real, diagonalisable.
-        B: (r, m) real.
-        C: (p, r) real.
-        D: (p, m) real.
-        readout: output convention of the result: "current" (``Re(C x[k]) + D u``, the same as the input) or
-            "next" (``Re(C x[k+1]) + D u``: ``C / lam`` and ``D - Re(C B / lam)``; needs no pole at 0).
-
-    Returns:
-        A complex128 ``DiagonalSSM`` with one mode per conjugate pair or real eigenvalue.
-
-    Raises:
-        ConfigError: readout "next" with a pole at the origin.
-    """
-    lam, V = np.linalg.eig(A)
-    lam, V = lam.astype(np.complex128), V.astype(np.complex128)  # real when every eigenvalue is real
-    if np.linalg.cond(V) > _COND_WARN:
-        logger.warning("eigenvectors of the reduced A are ill-conditioned (cond %.3g)", np.linalg.cond(V))
-    upper, real = lam.imag > 0, lam.imag == 0
-    keep = upper | real
-    lam_h = lam[keep]
-    B_h = np.linalg.solve(V, B)[keep]  # (k, m)
-    C_h = (C @ V)[:, keep] * np.where(upper[keep], 2.0, 1.0)  # (p, k)
-    real_k = real[keep]
-    B_h[real_k] = B_h[real_k].real  # a real eigenvector gives real rows; drop the round-off
-    C_h[:, real_k] = C_h[:, real_k].real
-    D_h = np.array(D, dtype=np.float64)
-    if readout == "next":
-        if lam_h.size and np.min(np.abs(lam_h)) < _MIN_POLE:
-            raise ConfigError(
-                f"a reduced pole is at the origin (|lam| = {np.min(np.abs(lam_h)):.3g}); readout 'next' cannot "
-                "represent it: use the layer option readout='current'"
-            )
-        C_h = C_h / lam_h
-        D_h = D_h - (C_h @ B_h).real
-    return DiagonalSSM(*(torch.from_numpy(np.ascontiguousarray(x)) for x in (lam_h, B_h, C_h, D_h)), readout)
 
 
 def pad_modes(system: DiagonalSSM, modes: int) -> DiagonalSSM:

@@ -3,12 +3,13 @@
 from deepwiener.data.benchmarks import BENCHMARKS, Benchmark, load_benchmark
 from deepwiener.data.iodata import IOData
 from deepwiener.data.readers import read_csv, read_mat, read_npz
-from deepwiener.data.windows import fit_scaler, make_windows, output_increments, split_validation
+from deepwiener.data.windows import ValidationRecord, fit_scaler, make_windows, output_increments, split_validation
 
 __all__ = [
     "BENCHMARKS",
     "Benchmark",
     "IOData",
+    "ValidationRecord",
     "fit_scaler",
     "load_benchmark",
     "make_windows",

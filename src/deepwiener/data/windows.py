@@ -35,6 +35,14 @@ class ScalerStats(NamedTuple):
     y_std: np.ndarray
 
 
+class ValidationRecord(NamedTuple):
+    """A validation record: simulated in full from the zero state, scored from sample ``start`` on (a held-out tail
+    is scored after its record's training part, which warms the state up with its inputs only)."""
+
+    data: IOData
+    start: int
+
+
 def split_validation(data: IOData, fraction: float) -> tuple[IOData, IOData]:
     """Split a record into a training head and a time-contiguous validation tail.
 

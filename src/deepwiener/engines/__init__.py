@@ -6,8 +6,11 @@
     fft     convolution with the exact impulse response           all LTI
     compiled  fused CPU kernel with analytic backward (numba)     all, CPU only, when numba is installed
     auto    a fixed rule table (no timing at run time, so the choice is deterministic):
-            diagonal on CPU -> compiled if available, else scan; diagonal on GPU -> scan;
+            diagonal on CPU -> compiled if available (else scan, said once in the log); diagonal on GPU -> scan;
             DPLR -> fft.
+
+Engines never import layers or models: they simulate the value objects of ``systems``. The numba kernels share
+``numba_runtime`` (building, availability, the policy when numba is missing, launching on threads).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from deepwiener.engines import compiled
+from deepwiener.engines import compiled, numba_runtime
 from deepwiener.engines.fft import simulate_fft
 from deepwiener.engines.loop import simulate_loop
 from deepwiener.engines.scan import diagonal_recurrence_scan
-from deepwiener.errors import ConfigError, unknown_name
+from deepwiener.errors import unknown_name
 from deepwiener.systems import DiagonalSSM, LinearSystem
 
 Mode = Literal["auto", "loop", "scan", "fft", "compiled"]
@@ -32,20 +35,16 @@ Recurrence = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def resolve_mode(system: LinearSystem, device_type: str, mode: str) -> str:
-    """The concrete engine that ``mode`` means for this system on this device."""
+    """The concrete engine that ``mode`` means for this system on this device (module docstring).
+
+    Raises:
+        ConfigError: an unknown mode; ``numba_runtime.CompiledUnavailableError`` for "compiled" where it cannot run.
+    """
     if mode not in MODES:
         raise unknown_name("mode", mode, MODES)
-    if mode == "compiled" and device_type != "cpu":
-        raise ConfigError(f"mode 'compiled' runs on the CPU only, got a tensor on {device_type!r}")
-    if mode == "compiled" and not compiled.available():
-        raise ConfigError("mode 'compiled' needs numba: pip install 'deepwiener[fast]'")
-    if mode != "auto":
-        return mode
-    if not isinstance(system, DiagonalSSM):
+    if mode == "auto" and not isinstance(system, DiagonalSSM):
         return "fft"
-    if device_type == "cpu" and compiled.available():
-        return "compiled"
-    return "scan"
+    return numba_runtime.resolve(mode, device_type, compiled.KERNELS, fallback="scan")
 
 
 def simulate(system: LinearSystem, u: Tensor, x0: Tensor | None = None, mode: str = "auto") -> tuple[Tensor, Tensor]:

@@ -25,38 +25,27 @@ For real dtypes the conjugations are no-ops.
 The kernels are numba ``@njit(parallel=True)`` functions, parallel over (batch row, block of
 states) with ``prange`` and sequential in time; the inner loop runs over contiguous states of one
 time step. numba is optional: without it (or if compilation fails) :func:`available` returns
-False and :func:`diagonal_recurrence` raises :class:`CompiledUnavailableError`. Compilation is lazy
+False and :func:`diagonal_recurrence` raises ``numba_runtime.CompiledUnavailableError``. Compilation is lazy
 (first use) and cached on disk by numba. Kernels run on ``torch.get_num_threads()`` threads, under
-numba's TBB or workqueue threading layer rather than OpenMP unless the user chose one (see
-:func:`prefer_sleeping_threads`).
+numba's TBB or workqueue threading layer rather than OpenMP unless the user chose one
+(``numba_runtime.prefer_sleeping_threads``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from deepwiener.errors import DataError, DeepWienerError
+from deepwiener.engines import numba_runtime
+from deepwiener.engines.numba_runtime import Kernels, prange
+from deepwiener.errors import DataError
 
-try:
-    import numba
-    from numba import prange
-except Exception:  # numba missing or broken (e.g. incompatible numpy): the engine is unavailable
-    numba = None
-    prange = range
-
-__all__ = ["SUPPORTED_DTYPES", "CompiledUnavailableError", "available", "diagonal_recurrence"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["KERNELS", "SUPPORTED_DTYPES", "available", "diagonal_recurrence"]
 
 SUPPORTED_DTYPES = (torch.complex64, torch.complex128, torch.float32, torch.float64)
 """Dtypes accepted by :func:`diagonal_recurrence` (``a``, ``bu`` and ``x0`` share one of them)."""
@@ -69,10 +58,6 @@ _MIN_BLOCK = 32
 
 _PARALLEL_MIN_WORK = 1 << 15
 """Problems with fewer batch * T * n elements run on one thread (a parallel launch costs more)."""
-
-
-class CompiledUnavailableError(DeepWienerError, RuntimeError):
-    """The compiled engine cannot run: numba is not installed or its kernels failed to compile."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,58 +128,23 @@ def _backward_kernel(a, asb, ask, x0, xs, gx, mu, gx0, ga, need_a, block):  # pr
 
 
 # --------------------------------------------------------------------------------------------------
-# Lazy compilation and availability
+# Compilation and launch
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Engine:
-    """Compilation state: the numba dispatchers once built, or a failure flag."""
-
-    forward: Callable[..., None] | None = None
-    backward: Callable[..., None] | None = None
-    failed: bool = False
-
-
-_ENGINE = _Engine()
-
-
-def _disable(exc: BaseException) -> None:
-    """Mark the engine unavailable and log the reason once."""
-    if not _ENGINE.failed:
-        logger.warning("compiled diagonal-recurrence engine disabled: %s: %s", type(exc).__name__, exc)
-    _ENGINE.failed = True
+def _build() -> dict[str, Callable[..., None]]:
+    """Create the numba dispatchers and run them once on tiny float64 inputs."""
+    kernels = {"forward": numba_runtime.jit(_forward_kernel), "backward": numba_runtime.jit(_backward_kernel)}
+    a, bu, x0 = np.full((1, 3), 0.5), np.ones((1, 2, 3)), np.zeros((1, 3))
+    xs = np.empty_like(bu)
+    kernels["forward"](a, 0, 0, bu, x0, xs, 3)
+    kernels["backward"](a, 0, 0, x0, xs, np.ones_like(xs), np.empty_like(xs), np.zeros_like(x0),
+                        np.zeros((1, 3)), True, 3)
+    return kernels
 
 
-LAUNCH_LOCK = threading.Lock()
-"""Serialises kernel launches: the workqueue threading layer aborts the process on concurrent launches."""
-
-
-def prefer_sleeping_threads() -> None:
-    """Put numba's OpenMP threading layer last (TBB, then workqueue), unless the user chose a layer.
-
-    Why: numba otherwise picks OpenMP, whose idle threads spin-wait. When other processes hold the cores
-    (a shared machine, training jobs beside a simulation), every parallel launch then waits for the end of a
-    scheduler time slice: on 2 loaded cores a (30, 512, 6) forward took 8 ms under OpenMP and 0.25 ms under
-    workqueue, whose threads sleep; large problems ran at the same speed under both. Only effective before
-    numba's first parallel launch in the process.
-    """
-    if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ:
-        return
-    numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
-
-
-def _build() -> None:
-    """Create the numba dispatchers and compile them once on tiny float64 inputs."""
-    prefer_sleeping_threads()
-    jit = numba.njit(parallel=True, cache=True, fastmath=False)
-    _ENGINE.forward = jit(_forward_kernel)
-    _ENGINE.backward = jit(_backward_kernel)
-    a = torch.full((3,), 0.5, dtype=torch.float64)
-    bu = torch.ones(1, 2, 3, dtype=torch.float64)
-    x0 = torch.zeros(1, 3, dtype=torch.float64)
-    xs = _forward(a, bu, x0)
-    _backward(a, x0, xs, torch.ones_like(xs), need_a=True)
+KERNELS = Kernels("compiled diagonal-recurrence kernel", _build)
+"""The forward and adjoint kernels, built on first use (``numba_runtime``)."""
 
 
 def available() -> bool:
@@ -202,56 +152,16 @@ def available() -> bool:
 
     The first call compiles the kernels (seconds; cached on disk by numba afterwards).
     """
-    if numba is None or _ENGINE.failed:
-        return False
-    if _ENGINE.forward is None:
-        try:
-            _build()
-        except Exception as exc:  # any compile/runtime failure just disables the engine
-            _ENGINE.forward = _ENGINE.backward = None
-            _disable(exc)
-            return False
-    return True
+    return KERNELS.available()
 
 
-def _require_engine() -> None:
-    """Raise :class:`CompiledUnavailableError` unless :func:`available`."""
-    if not available():
-        reason = "numba is not installed" if numba is None else "its numba kernels failed to compile"
-        raise CompiledUnavailableError(
-            f"the compiled diagonal-recurrence engine is unavailable: {reason} "
-            "(install the 'fast' extra: pip install 'deepwiener[fast]')"
-        )
-
-
-def _launch(kernel: Callable[..., None], shape: tuple[int, int, int], *args: Any) -> None:
-    """Run ``kernel(*args, block)`` for a (batch, T, n) problem; a numba compile error disables the engine.
-
-    Uses torch's thread count (one thread below ``_PARALLEL_MIN_WORK`` elements). numba's OpenMP
-    threading layer shares torch's OpenMP runtime and resets its thread count when it starts, so
-    torch's setting is restored afterwards.
-    """
+def _launch(kernel: str, shape: tuple[int, int, int], *args: Any) -> None:
+    """Run ``kernel(*args, block)`` for a (batch, T, n) problem on torch's thread count (one thread below
+    ``_PARALLEL_MIN_WORK`` elements)."""
     batch, steps, n = shape
     threads = 1 if batch * steps * n < _PARALLEL_MIN_WORK else torch.get_num_threads()
-    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        launch_on_threads(threads, kernel, *args, _block_size(batch, n, threads))
-    except numba.core.errors.NumbaError as exc:
-        _disable(exc)
-        raise CompiledUnavailableError(f"compiling the diagonal-recurrence kernel failed: {exc}") from exc
-
-
-def launch_on_threads(threads: int, kernel: Callable[..., None], *args: Any) -> None:
-    """Run a numba kernel on ``threads`` threads (at most numba's), under the launch lock, and restore torch's
-    thread count afterwards (numba's OpenMP layer shares torch's runtime and may reset it)."""
-    torch_threads = torch.get_num_threads()
-    try:
-        with LAUNCH_LOCK:
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-            kernel(*args)
-    finally:
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
+    threads = max(1, min(threads, numba_runtime.numba.config.NUMBA_NUM_THREADS))
+    KERNELS.launch(kernel, threads, *args, _block_size(batch, n, threads))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,7 +201,7 @@ def _forward(a: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor) -> torch.Tenso
     a_np, asb, ask = _a_layout(a, steps)
     out = torch.empty_like(bu)
     _launch(
-        _ENGINE.forward,
+        "forward",
         (batch, steps, n),
         a_np,
         asb,
@@ -330,7 +240,7 @@ def _backward(
     else:
         ga = torch.zeros(batch, n, dtype=xs.dtype)
     _launch(
-        _ENGINE.backward,
+        "backward",
         (batch, steps, n),
         a_np,
         asb,
@@ -431,10 +341,10 @@ def diagonal_recurrence(a: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor) -> 
 
     Raises:
         DataError: (a ValueError) on mismatched shapes, dtypes or devices.
-        CompiledUnavailableError: (a RuntimeError) if numba is missing or the kernels do not compile.
+        numba_runtime.CompiledUnavailableError: if numba is missing or the kernels do not compile.
     """
     batch, _, n = _validate(a, bu, x0)
-    _require_engine()
+    KERNELS.require()
     device = bu.device
     x0 = x0.expand(batch, n)
     xs = _DiagonalRecurrence.apply(_cpu_contiguous(a), _cpu_contiguous(bu), _cpu_contiguous(x0))

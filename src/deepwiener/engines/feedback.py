@@ -20,28 +20,24 @@ outputs and ``lam = dL/dx[k+1]`` (from ``lam = gT`` at k = T-1), for k = T-1 .. 
 
 and ``grad_x0`` is the last ``lam``. gelu is the exact one, ``a Phi(a)``, with derivative
 ``Phi(a) + a phi(a)``. The kernels run in parallel over batch rows (numba ``prange``), each row keeping its
-own partial sums of the parameter gradients (summed afterwards, so no two threads write one number). The
-numba machinery (availability, threading layer, launch lock) is the diagonal engine's
-(:mod:`deepwiener.engines.compiled`).
+own partial sums of the parameter gradients (summed afterwards, so no two threads write one number). Building,
+availability and launching are ``numba_runtime``'s.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from deepwiener.engines import compiled
-from deepwiener.engines.compiled import prange
+from deepwiener.engines import numba_runtime
+from deepwiener.engines.numba_runtime import Kernels, prange
 
-__all__ = ["available", "perceptron_loop"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["KERNELS", "available", "perceptron_loop"]
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -143,40 +139,29 @@ def _backward_kernel(A, F, E, W1, W2, X, W, Z, P, gX, gW, gT,  # pragma: no cove
             g_x0[r, j] = lam[j]
 
 
-@dataclass
-class _Kernels:
-    """The numba dispatchers once built, or a failure flag."""
+def _build() -> dict[str, Callable[..., None]]:
+    """Create the numba dispatchers and run them once, forward and backward, on tiny float64 inputs."""
+    kernels = {"forward": numba_runtime.jit(_forward_kernel), "backward": numba_runtime.jit(_backward_kernel)}
+    n_x, n_w, hidden, steps = 2, 1, 2, 3
+    params = [np.full(shape, 0.1) for shape in _param_shapes(n_x, n_w, hidden)]
+    A, F, E, b, W1, c1, W2, c2 = params
+    X, W, Z, P = (np.empty((1, steps, k)) for k in (n_x, n_w, n_w, hidden))
+    kernels["forward"](np.ones((1, steps, n_x)), np.ones((1, steps, n_w)), np.zeros((1, n_x)), *params, X, W, Z, P,
+                       np.empty((1, n_x)))
+    gradients = [np.zeros((1, steps, n_x)), np.zeros((1, steps, n_w)), np.zeros((1, n_x))]
+    partial = [np.zeros((1, *shape)) for shape in _param_shapes(n_x, n_w, hidden)]
+    kernels["backward"](A, F, E, W1, W2, X, W, Z, P, np.ones_like(X), np.ones_like(W), np.ones((1, n_x)), *gradients,
+                        *partial)
+    return kernels
 
-    forward: Any = None
-    backward: Any = None
-    failed: bool = False
 
-
-_KERNELS = _Kernels()
+KERNELS = Kernels("compiled LFR kernel", _build)
+"""The forward and adjoint kernels of the loop, built on first use (``numba_runtime``)."""
 
 
 def available() -> bool:
     """Whether the kernel can run (numba imports and the kernels compiled). Never raises; the first call compiles."""
-    if compiled.numba is None or _KERNELS.failed:
-        return False
-    if _KERNELS.forward is None:
-        try:
-            compiled.prefer_sleeping_threads()
-            jit = compiled.numba.njit(parallel=True, cache=True, fastmath=False)
-            _KERNELS.forward, _KERNELS.backward = jit(_forward_kernel), jit(_backward_kernel)
-            params = [torch.full(shape, 0.1, dtype=torch.float64, requires_grad=True)
-                      for shape in _param_shapes(2, 1, 2)]
-            with torch.enable_grad():  # the first call may come from a no-grad simulation
-                X, W, last = _Loop.apply(torch.ones(1, 3, 2, dtype=torch.float64),
-                                         torch.ones(1, 3, 1, dtype=torch.float64),
-                                         torch.zeros(1, 2, dtype=torch.float64), *params)
-                (X.sum() + W.sum() + last.sum()).backward()
-        except Exception as exc:  # any compile/runtime failure disables the kernel
-            logger.warning("compiled LFR kernel disabled: %s: %s", type(exc).__name__, exc)
-            _KERNELS.forward = _KERNELS.backward = None
-            _KERNELS.failed = True
-            return False
-    return True
+    return KERNELS.available()
 
 
 def _param_shapes(n_x: int, n_w: int, hidden: int) -> list[tuple[int, ...]]:
@@ -184,9 +169,9 @@ def _param_shapes(n_x: int, n_w: int, hidden: int) -> list[tuple[int, ...]]:
     return [(n_x, n_x), (n_w, n_x), (n_x, n_w), (n_w,), (hidden, n_w), (hidden,), (n_w, hidden), (n_w,)]
 
 
-def _launch(kernel: Any, batch: int, *args: Any) -> None:
+def _launch(kernel: str, batch: int, *args: Any) -> None:
     """Run a kernel on torch's thread count, at most one thread per batch row."""
-    compiled.launch_on_threads(min(torch.get_num_threads(), batch), kernel, *args)
+    KERNELS.launch(kernel, min(torch.get_num_threads(), batch), *args)
 
 
 def _run_backward(A: torch.Tensor, F: torch.Tensor, E: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor,
@@ -199,7 +184,7 @@ def _run_backward(A: torch.Tensor, F: torch.Tensor, E: torch.Tensor, W1: torch.T
     inputs = [new(batch, steps, n_x), new(batch, steps, n_w), new(batch, n_x)]
     partial = [new(batch, *shape) for shape in _param_shapes(n_x, n_w, hidden)]  # gA, gF, gE, gb, gW1, gc1, gW2, gc2
     arrays = [t.numpy() for t in (A, F, E, W1, W2, X, W, Z, P, gX, gW, gT, *inputs, *partial)]
-    _launch(_KERNELS.backward, batch, *arrays)
+    _launch("backward", batch, *arrays)
     return (*inputs, *(g.sum(0) for g in partial))
 
 
@@ -215,7 +200,7 @@ class _Loop(torch.autograd.Function):
         X, W, Z = new(batch, steps, n_x), new(batch, steps, b.shape[0]), new(batch, steps, b.shape[0])
         P, xT = new(batch, steps, c1.shape[0]), new(batch, n_x)
         arrays = [t.detach().numpy() for t in (drive, direct, x0, *params, X, W, Z, P, xT)]
-        _launch(_KERNELS.forward, batch, *arrays)
+        _launch("forward", batch, *arrays)
         ctx.save_for_backward(A, F, E, W1, W2, X, W, Z, P)
         return X, W, xT
 

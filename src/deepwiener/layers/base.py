@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from deepwiener.engines import Stepper, simulate
 from deepwiener.errors import ConfigError, check_positive_ints
-from deepwiener.simulator import DictConfig
+from deepwiener.options import DictConfig
 from deepwiener.systems import READOUTS, LinearSystem, StateSpaceMatrices
 
 

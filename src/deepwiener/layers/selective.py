@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepwiener.engines import MODES, Recurrence, compiled
+from deepwiener.engines import MODES, Recurrence, compiled, numba_runtime
 from deepwiener.engines.scan import diagonal_recurrence_scan
 from deepwiener.errors import ConfigError, DataError, check_positive_ints, unknown_name
 from deepwiener.layers import init
@@ -126,13 +126,7 @@ def resolve_mode(mode: str, device_type: str) -> str:
                           "use 'auto', 'scan', 'compiled' or 'loop'")
     if mode not in MODES:
         raise unknown_name("mode", mode, MODES)
-    if mode == "auto":
-        return "compiled" if device_type == "cpu" and compiled.available() else "scan"
-    if mode == "compiled" and device_type != "cpu":
-        raise ConfigError(f"mode 'compiled' runs on the CPU only, got a tensor on {device_type!r}")
-    if mode == "compiled" and not compiled.available():
-        raise ConfigError("mode 'compiled' needs numba: pip install 'deepwiener[fast]'")
-    return mode
+    return numba_runtime.resolve(mode, device_type, compiled.KERNELS, fallback="scan")
 
 
 def _uniform(shape: tuple[int, ...], bound: float, gen: torch.Generator) -> Tensor:

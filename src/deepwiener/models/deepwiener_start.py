@@ -1,9 +1,9 @@
 """Data-driven initialisation: a deep Wiener model that starts as the best linear model of its training data.
 
-``initialize_linear(model, train, val)`` (what ``fit`` runs for ``TrainConfig(init="linear")``) identifies a
-linear state-space model by subspace identification (``baselines.best_linear``: N4SID of orders 1 ..
-``max_order`` and ``2 d_state``, the order with the lowest simulation RMSE on the validation records wins) and
-writes it into the model with :func:`embed_linear`, so that before training the model's free-run output
+``initialize_linear(model, train, val)`` (what ``DeepWiener.start_linear`` runs for ``TrainConfig(init="linear")``)
+identifies a linear state-space model by subspace identification (``identification.identify_linear``: N4SID of
+orders 1 .. ``max_order`` and ``2 d_state``, the order with the lowest simulation RMSE on the validation records
+wins) and writes it into the model with :func:`embed_linear`, so that before training the model's free-run output
 **equals** the linear model's (to round-off). Training then starts from the linear model.
 
 Construction. With ``m = n_u``, ``p = n_y`` and ``h = d_model``, the channels are split into the inputs
@@ -48,112 +48,33 @@ validation records to select the order on. Dropout is allowed (it is off in eval
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from deepwiener.analysis.reduction import diagonal_from_real
-from deepwiener.baselines.linear import LinearStateSpace, best_linear
-from deepwiener.data import IOData, output_increments
-from deepwiener.errors import ConfigError, check_positive_ints
+from deepwiener.data import IOData, ValidationRecord, output_increments
+from deepwiener.errors import ConfigError
+from deepwiener.identification import LinearStateSpace, identify_linear
 from deepwiener.layers import LTILayer
-from deepwiener.lfr import LFRModel
-from deepwiener.model import DeepWiener
 from deepwiener.nonlinearities import Nonlinearity
-from deepwiener.simulator import DictConfig
-from deepwiener.systems import DiagonalSSM
+from deepwiener.systems import DiagonalSSM, diagonal_from_real
 
-logger = logging.getLogger(__name__)
-
-INITS: tuple[str, ...] = ("random", "linear")
-"""Values of ``TrainConfig.init``."""
 LINEAR_INIT_LAYERS: tuple[str, ...] = ("lru", "s5")
 LINEAR_INIT_NONLINEARITIES: tuple[str, ...] = ("gelu", "relu", "identity", "poly", "linear_tanh", "glu", "mlp")
 
 
-@dataclasses.dataclass(frozen=True)
-class LinearOptions(DictConfig):
-    """Options of the subspace identification of the linear model (init="linear" and the linear baseline).
-
-    Attributes:
-        max_order: largest candidate model order (real states); orders 1..max_order are tried.
-        horizon: past/future block rows of the subspace step, with ``(horizon - 1) n_y >= order``.
-    """
-
-    max_order: int = 10
-    horizon: int = 20
-
-    def __post_init__(self) -> None:
-        check_positive_ints(max_order=self.max_order, horizon=self.horizon)
-        if self.horizon < 2:
-            raise ConfigError(f"horizon must be >= 2, got {self.horizon}")
-
-
-def identify_linear(
-    train: Sequence[IOData],
-    val: Sequence[tuple[IOData, int]],
-    *,
-    options: LinearOptions | None = None,
-    max_modes: int | None = None,
-) -> LinearStateSpace:
-    """The best N4SID model of the training records, its order chosen on a validation record.
-
-    Orders 1..``max_order`` (at most ``(horizon - 1) n_y`` and ``2 max_modes``) are fitted on ``train``; the one
-    with the lowest simulation RMSE on the validation record with the most scored samples wins. With
-    ``max_modes``, an order whose poles need more complex modes (one per conjugate pair or real pole) is
-    dropped and the next best taken.
-
-    Args:
-        train: training records, u: (T, n_u), y: (T, n_y), one dt.
-        val: validation records ``(record, start)``: simulated in full from the zero state, scored from sample
-            ``start`` on (``training.ValidationRecord``); at least one.
-        options: identification options (defaults: ``LinearOptions()``).
-        max_modes: most complex modes the model may need (a layer's ``d_state``), or None.
-
-    Returns:
-        The selected ``LinearStateSpace`` (Schur stable), in physical units.
-
-    Raises:
-        ConfigError: no validation records, or bad options.
-        DataError: too little data for the horizon, or nothing left to score in the validation record.
-    """
-    options = options or LinearOptions()
-    if not val:
-        raise ConfigError("the linear model's order is chosen on validation data, and there is none: set "
-                          "val_fraction > 0 or give validation records")
-    record, start = max(val, key=lambda pair: len(pair[0]) - pair[1])
-    limit = min(options.max_order, (options.horizon - 1) * train[0].n_y)
-    orders = list(range(1, (limit if max_modes is None else min(limit, 2 * max_modes)) + 1))
-    while True:
-        linear, scores = best_linear(train, record, orders, options.horizon, n_skip=start)
-        if max_modes is None or _n_modes(linear.A) <= max_modes:
-            logger.info("linear model: order %d of %s (validation RMSE by order: %s)", linear.n_states, orders,
-                        ", ".join(f"{k}: {v:.4g}" for k, v in scores.items()))
-            return linear
-        orders.remove(linear.n_states)  # order 1 needs one mode, so the loop ends
-
-
-def initialize_linear(
-    model: DeepWiener | LFRModel,
-    train: Sequence[IOData],
-    val: Sequence[tuple[IOData, int]],
-    *,
-    options: LinearOptions | None = None,
-) -> LinearStateSpace:
+def initialize_linear(model: Any, train: Sequence[IOData], val: Sequence[ValidationRecord]) -> LinearStateSpace:
     """Identify the best linear model of the data and write it into ``model`` (see the module docstring).
 
     Call it after the model's scaler is set; the parameters keep the model's dtype and device.
 
     Args:
-        model: a deep Wiener model meeting the requirements of the module docstring, or an ``LFRModel``
-            (:meth:`~deepwiener.lfr.LFRModel.embed_linear`; orders up to its n_x).
+        model: a ``DeepWiener`` model meeting the requirements of the module docstring.
         train: training records (the linear model is fitted on them).
-        val: validation records ``(record, start)`` to choose the order on (see :func:`identify_linear`).
-        options: identification options.
+        val: validation records to choose the order on (``identification.identify_linear``).
 
     A model with an output integrator (``ModelConfig.integrator``) gets the linear model of the output's
     increments (identified and validated on ``data.output_increments`` of the records), so that its running
@@ -167,26 +88,17 @@ def initialize_linear(
         DataError: too little data for the identification.
     """
     check_linear_init(model)
-    if isinstance(model, LFRModel):
-        options = options or LinearOptions()
-        options = dataclasses.replace(options, max_order=min(options.max_order, model.config.n_x))
-        linear = identify_linear(train, val, options=options)
-        model.embed_linear(linear, [rec.u for rec in train])
-        return linear
     if model.integrates_output:
         train = [output_increments(rec) for rec in train]
-        val = [(output_increments(rec), start) for rec, start in val]
-    linear = identify_linear(train, val, options=options, max_modes=model.config.d_state)
+        val = [ValidationRecord(output_increments(rec), start) for rec, start in val]
+    linear = identify_linear(train, val, max_modes=model.config.d_state)
     embed_linear(model, linear)
     return linear
 
 
-def check_linear_init(model: object) -> None:
-    """Raise ConfigError unless ``model`` can start as a linear model (requirements: module docstring)."""
-    if isinstance(model, LFRModel):  # any LFR can: its feedback starts switched off
-        return
-    if not isinstance(model, DeepWiener):
-        raise ConfigError(f"init='linear' needs a deep Wiener or LFR model, got a {type(model).__name__}")
+def check_linear_init(model: Any) -> None:
+    """Raise ConfigError unless a ``DeepWiener`` model can start as a linear model (requirements: module
+    docstring)."""
     cfg = model.config
     problems = []
     if cfg.layer not in LINEAR_INIT_LAYERS:
@@ -205,7 +117,7 @@ def check_linear_init(model: object) -> None:
 
 
 @torch.no_grad()
-def embed_linear(model: DeepWiener, linear: LinearStateSpace) -> None:
+def embed_linear(model: Any, linear: LinearStateSpace) -> None:
     """Set ``model``'s parameters so that its output equals ``linear``'s (construction: module docstring).
 
     Args:
@@ -245,11 +157,6 @@ def embed_linear(model: DeepWiener, linear: LinearStateSpace) -> None:
     model.decoder.bias.copy_((_as(model.decoder.bias, linear.y_mean) - model.y_mean) / model.y_std)
 
 
-def _n_modes(A: np.ndarray) -> int:
-    """Complex modes of a real A in half-pair form: one per conjugate pair or real eigenvalue."""
-    return int(np.sum(np.linalg.eigvals(A).imag >= 0))
-
-
 def _as(like: Tensor, value: np.ndarray) -> Tensor:
     return torch.as_tensor(np.array(value), dtype=like.dtype, device=like.device)  # a copy: value is read-only
 
@@ -270,7 +177,7 @@ def _balanced(system: DiagonalSSM) -> DiagonalSSM:
     return DiagonalSSM(system.lam, system.B * scale[:, None], system.C / scale, system.D, system.readout)
 
 
-def _set_encoder(model: DeepWiener, linear: LinearStateSpace, inputs: slice, carry: slice) -> None:
+def _set_encoder(model: Any, linear: LinearStateSpace, inputs: slice, carry: slice) -> None:
     """Input rows: ``u' = (u - a_mean) / a_std`` from ``u_n``; carrying rows: 0; the other rows unchanged."""
     weight, bias = model.encoder.weight, model.encoder.bias
     a_mean, a_std = _as(bias, linear.u_mean), _as(bias, linear.u_std)

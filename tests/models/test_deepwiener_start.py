@@ -1,5 +1,5 @@
-"""Linear initialisation: the model reproduces the identified linear model exactly, fit starts from it, and the
-combinations it cannot handle are refused; the linear baseline through ``fit_linear``."""
+"""Linear initialisation of deep Wiener models: the model reproduces the identified linear model exactly, fit starts
+from it, and the combinations it cannot handle are refused."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from deepwiener.baselines import RNNModel
-from deepwiener.data import IOData, fit_scaler, split_validation
+from deepwiener.data import IOData, ValidationRecord, fit_scaler, split_validation
 from deepwiener.errors import ConfigError
-from deepwiener.initialization import LinearOptions, check_linear_init, embed_linear, initialize_linear
-from deepwiener.model import DeepWiener
-from deepwiener.training import TrainConfig, ValidationRecord, fit, fit_linear, validation_rmse
-
-OPTIONS = LinearOptions(max_order=6, horizon=10)
+from deepwiener.identification import identify_linear
+from deepwiener.models import DeepWiener, LinearModel
+from deepwiener.models.deepwiener_start import check_linear_init, embed_linear
+from deepwiener.models.rnn import RNNModel
+from deepwiener.training import TrainConfig, fit, validation_rmse
 
 
 def wiener_data(n_u: int, n_y: int, steps: int, seed: int) -> IOData:
@@ -58,7 +57,7 @@ def test_linear_init_reproduces_the_linear_model(layer: str, n_u: int, n_y: int,
                        skip=skip, layer_options={"readout": readout}, dropout=0.1, seed=1).double()
     model.set_scaler(*fit_scaler(train))
     before = {name: p.clone() for name, p in model.named_parameters()}
-    linear = initialize_linear(model, train, val, options=OPTIONS)
+    linear = model.start_linear(train, val)
     u = wiener_data(n_u, n_y, 600, seed=1).u
     y_model, y_linear = model.simulate(u), linear.simulate(u)
     assert np.linalg.norm(y_model - y_linear) <= 1e-8 * np.linalg.norm(y_linear)
@@ -79,7 +78,7 @@ def test_linear_init_in_float32_is_close() -> None:
     train, val = split(wiener_data(1, 1, 1000, seed=0), 0.25)
     model = DeepWiener(1, 1, d_model=4, d_state=4, n_layers=2)
     model.set_scaler(*fit_scaler(train))
-    linear = initialize_linear(model, train, val, options=OPTIONS)
+    linear = model.start_linear(train, val)
     u = train[0].u
     assert np.linalg.norm(model.simulate(u) - linear.simulate(u)) <= 1e-5 * np.linalg.norm(linear.simulate(u))
 
@@ -100,27 +99,14 @@ def test_fit_with_linear_init_starts_as_good_as_the_linear_model() -> None:
     data = wiener_hammerstein(3000, seed=0)
     config = TrainConfig(window=128, washout=20, batch_size=16, epochs=1, lr=1e-3, val_fraction=0.25, seed=0)
     _, val = split(data, config.val_fraction)
-    linear, _ = fit_linear(data, config)
-    linear_rmse = validation_rmse(linear, val, None)
+    linear = LinearModel(1, 1)
+    fit(linear, data, config)
+    linear_rmse = validation_rmse(linear, val)
     result = fit(DeepWiener(1, 1, d_model=6, d_state=4, n_layers=2, seed=0), data,
                  TrainConfig(**{**config.to_dict(), "init": "linear"}))
     assert result.history[0]["val_rmse"] <= 1.03 * linear_rmse  # Adam's first steps (about lr each) cost a little
     random = fit(DeepWiener(1, 1, d_model=6, d_state=4, n_layers=2, seed=0), data, config)
     assert result.history[0]["val_rmse"] < 0.5 * random.history[0]["val_rmse"]
-
-
-def test_fit_linear_is_a_one_epoch_fit() -> None:
-    data = wiener_data(2, 1, 1200, seed=3)
-    config = TrainConfig(washout=20, val_fraction=0.25)
-    calls = []
-    linear, result = fit_linear(data, config, options=OPTIONS, on_epoch=calls.append)
-    _, val = split(data, config.val_fraction)
-    assert result.epochs_run == 1 and result.best_epoch == 0 and len(result.history) == 1 and len(calls) == 1
-    assert result.best_val_rmse == pytest.approx(validation_rmse(linear, val, None), rel=1e-12)
-    assert 1 <= linear.n_states <= OPTIONS.max_order and linear.dt == 0.01
-    assert result.stopped == f"N4SID, order {linear.n_states}"
-    with pytest.raises(ConfigError, match="validation data"):
-        fit_linear(data, TrainConfig(val_fraction=0.0))
 
 
 @pytest.mark.parametrize(
@@ -146,7 +132,7 @@ def test_unsupported_models_are_refused(options: dict, message: str) -> None:
 
 def test_other_refusals() -> None:
     data = wiener_data(1, 1, 600, seed=0)
-    with pytest.raises(ConfigError, match="needs a deep Wiener or LFR model, got a RNNModel"):
+    with pytest.raises(ConfigError, match="init='linear' is not available for model kind 'rnn'"):
         fit(RNNModel(1, 1, hidden=4), data, TrainConfig(window=64, washout=10, epochs=1, init="linear"))
     with pytest.raises(ConfigError, match="unknown init 'linaer'"):
         TrainConfig(init="linaer")
@@ -154,11 +140,9 @@ def test_other_refusals() -> None:
         fit(DeepWiener(1, 1, d_model=4, d_state=4), data,
             TrainConfig(window=64, washout=10, epochs=1, init="linear", val_fraction=0.0))
     train, val = split(data, 0.25)
-    linear, _ = fit_linear(data, TrainConfig(washout=10, val_fraction=0.25), options=OPTIONS)
+    linear = identify_linear(train, val, max_order=6, horizon=10)
     with pytest.raises(ConfigError, match="n_u=1, n_y=1; the model has n_u=2"):
         embed_linear(DeepWiener(2, 1, d_model=5, d_state=4), linear)
     if linear.n_states > 1:
         with pytest.raises(ConfigError, match="complex modes; d_state is 1"):
             embed_linear(DeepWiener(1, 1, d_model=4, d_state=1), linear)
-    with pytest.raises(ConfigError, match="horizon must be >= 2"):
-        LinearOptions(horizon=1)

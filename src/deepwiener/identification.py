@@ -1,4 +1,8 @@
-"""Linear identification baselines: FIR, ARX and subspace (N4SID/PO-MOESP) state-space models.
+"""Linear identification: FIR, ARX and subspace (N4SID/PO-MOESP) state-space models, numpy.
+
+What these return, :class:`LinearStateSpace`, is a value object (numpy arrays and a scaling), as a layer's
+``discretize()`` returns a ``DiagonalSSM``: the model kind "linear" (``models.linear.LinearModel``) holds one, and
+the other kinds start from one (``TrainConfig(init="linear")``, :func:`identify_linear`).
 
 Every fit works on numpy records ``(u, y)`` with ``u: (T, n_u)`` and ``y: (T, n_y)`` (a 1-D array is one
 channel), or on objects with ``.u``/``.y`` attributes (and optionally ``.dt``) such as ``IOData``. Fits use
@@ -24,6 +28,7 @@ even for records of 10^5 to 10^6 samples.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,6 +38,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from deepwiener.errors import ConfigError, DataError, is_integer_in
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "IORecord",
     "LinearStateSpace",
@@ -40,6 +47,8 @@ __all__ = [
     "fit_arx",
     "fit_fir",
     "fit_n4sid",
+    "identify_linear",
+    "simulate_state_space",
 ]
 
 _CHUNK_ROWS = 8192  # rows per QR update
@@ -65,9 +74,9 @@ Record = tuple[np.ndarray, np.ndarray] | IORecord
 # model
 
 
-def _simulate(
+def simulate_state_space(
     A: np.ndarray, B: np.ndarray, C: np.ndarray, D: np.ndarray, u: np.ndarray, x0: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact simulation of ``x[k+1] = A x[k] + B u[k]``, ``y[k] = C x[k] + D u[k]`` in blocks.
 
     The record is cut into blocks of L samples. Inside a block the output is the free response
@@ -80,7 +89,7 @@ def _simulate(
         x0: (n,) initial state.
 
     Returns:
-        y: (T, p).
+        y: (T, p), and the final state x[T]: (n,).
     """
     T, m = u.shape
     n, p = A.shape[0], C.shape[0]
@@ -108,7 +117,10 @@ def _simulate(
         starts[b] = x
         x = A_L @ x + drive[b]
     y = forced + np.einsum("jpn,bn->bjp", obs, starts)
-    return y.reshape(nb * L, p)[:T]
+    last = T - (nb - 1) * L  # samples in the last block; the zero padding after them moved x past x[T]
+    if 0 < last < L:
+        x = np.linalg.matrix_power(A, last) @ starts[-1] + np.einsum("inm,im->n", ctr[last - 1 :: -1], U[-1, :last])
+    return y.reshape(nb * L, p)[:T], x
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +164,7 @@ class LinearStateSpace:
             arr = np.array(getattr(self, name))
             if arr.dtype.kind not in "biuf":
                 raise ConfigError(f"LinearStateSpace.{name} must be real; found dtype {arr.dtype}")
-            arr = arr.astype(float)
+            arr = np.ascontiguousarray(arr, dtype=float)  # one memory layout: equal models simulate equally
             if arr.shape != shape:
                 raise ConfigError(f"LinearStateSpace.{name} must have shape {shape}; found {arr.shape}")
             if not np.all(np.isfinite(arr)):
@@ -206,31 +218,8 @@ class LinearStateSpace:
             if x0.shape != (self.n_states,) or not np.all(np.isfinite(x0)):
                 raise ConfigError(f"x0 must be a finite array of shape ({self.n_states},); found {x0.shape}")
         un = (u - self.u_mean) / self.u_std
-        yn = _simulate(self.A, self.B, self.C, self.D, un, x0)
+        yn, _ = simulate_state_space(self.A, self.B, self.C, self.D, un, x0)
         return self.y_mean + self.y_std * yn
-
-
-@dataclass(frozen=True, eq=False)
-class SummedLinear:
-    """A linear model of an output's increments, summed: the linear baseline of a plant with an output integrator.
-
-    ``simulate(u)`` is the running sum of ``increments.simulate(u)`` (``y_k = sum_{j <= k} dy_j``, from 0), the
-    counterpart of ``ModelConfig.integrator``; identify ``increments`` on ``data.output_increments`` records.
-
-    Attributes:
-        increments: the linear model of the increments, in physical units.
-    """
-
-    increments: LinearStateSpace
-
-    @property
-    def dt(self) -> float:
-        """Sampling time in seconds."""
-        return self.increments.dt
-
-    def simulate(self, u: np.ndarray) -> np.ndarray:
-        """u: (T, n_u) (or (T,) when n_u = 1) -> y: (T, n_y), the running sum of the increments model's output."""
-        return np.cumsum(self.increments.simulate(u), axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -545,16 +534,16 @@ def _output_error_bd(
                 for a in range(n):
                     e_a = np.zeros((n, 1))
                     e_a[a] = 1.0
-                    phi[:, :, b * n + a] = _simulate(A, e_a, C, zero_d, u[:, b : b + 1], np.zeros(n))
+                    phi[:, :, b * n + a] = simulate_state_space(A, e_a, C, zero_d, u[:, b : b + 1], np.zeros(n))[0]
                 if feedthrough:
                     for c in range(p):
                         phi[:, c, n * m + b * p + c] = u[:, b]
             for c in range(p):
                 phi[:, c, n_bd + c] = 1.0
             for a in range(n):
-                phi[:, :, n_fixed + r * n + a] = _simulate(
+                phi[:, :, n_fixed + r * n + a] = simulate_state_space(
                     A, zero_b, C, zero_d, np.zeros((T, 1)), np.eye(n)[a]
-                )
+                )[0]
             phi[:, :, -1] = y
             rows = phi.reshape(T * p, n_params + 1)
             for k0 in range(0, T * p, _CHUNK_ROWS):
@@ -687,3 +676,56 @@ def best_linear(
         err = models[order].simulate(u_val)[n_skip:] - y_val[n_skip:]
         scores[order] = float(np.sqrt(np.mean(err**2)))
     return models[min(scores, key=scores.__getitem__)], scores
+
+
+def identify_linear(
+    train: Sequence[Record],
+    val: Sequence[tuple[Record, int]],
+    *,
+    max_order: int = 10,
+    horizon: int = 20,
+    order: int | None = None,
+    max_modes: int | None = None,
+) -> LinearStateSpace:
+    """The best N4SID model of the training records, its order chosen on a validation record.
+
+    Orders 1..``max_order`` (at most ``(horizon - 1) n_y`` and ``2 max_modes``), or ``order`` alone, are fitted on
+    ``train``; the one with the lowest simulation RMSE on the validation record with the most scored samples
+    wins. With ``max_modes``, an order whose poles need more complex modes (one per conjugate pair or real pole)
+    is dropped and the next best taken.
+
+    Args:
+        train: training records (``IOData``, or objects with ``.u: (T, n_u)``, ``.y: (T, n_y)``), one dt.
+        val: validation records ``(record, start)``: simulated in full from the zero state, scored from sample
+            ``start`` on (``data.ValidationRecord``); at least one.
+        max_order: largest candidate order.
+        horizon: past/future block rows of the subspace step.
+        order: the one order to fit instead of choosing among 1..max_order.
+        max_modes: most complex modes the model may need (a layer's ``d_state``), or None.
+
+    Returns:
+        The selected ``LinearStateSpace`` (Schur stable), in physical units.
+
+    Raises:
+        ConfigError: no validation records, or bad orders or horizon.
+        DataError: too little data for the horizon, or nothing left to score in the validation record.
+    """
+    if not val:
+        raise ConfigError("the linear model's order is chosen on validation data, and there is none: set "
+                          "val_fraction > 0 or give validation records")
+    record, start = max(val, key=lambda pair: len(pair[0].y) - pair[1])
+    limit = min(max_order, (horizon - 1) * train[0].y.shape[1])
+    orders = [order] if order is not None else list(range(1, (limit if max_modes is None else
+                                                              min(limit, 2 * max_modes)) + 1))
+    while True:
+        linear, scores = best_linear(train, record, orders, horizon, n_skip=start)
+        if max_modes is None or _n_modes(linear.A) <= max_modes:
+            logger.info("linear model: order %d of %s (validation RMSE by order: %s)", linear.n_states, orders,
+                        ", ".join(f"{k}: {v:.4g}" for k, v in scores.items()))
+            return linear
+        orders.remove(linear.n_states)  # order 1 needs one mode, so the loop ends
+
+
+def _n_modes(A: np.ndarray) -> int:
+    """Complex modes of a real A in half-pair form: one per conjugate pair or real eigenvalue."""
+    return int(np.sum(np.linalg.eigvals(A).imag >= 0))

@@ -1,4 +1,4 @@
-"""Baselines through the command line and model files: ``train --model lstm|gru|linear`` then ``evaluate`` on a
+"""Model kinds through the command line and model files: ``train --model lstm|gru|linear`` then ``evaluate`` on a
 slice of Silverbox; save/load round trips of every model kind; old and corrupt kinds."""
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import torch
 from cli.cli_helpers import SILVERBOX_DT, run_cli, write_csv
 
 from deepwiener import io
-from deepwiener.baselines import LinearStateSpace, RNNModel, fit_n4sid
 from deepwiener.data import load_benchmark
 from deepwiener.errors import ModelFileError
-from deepwiener.model import DeepWiener
-
-KIND_TYPES = {"lstm": RNNModel, "gru": RNNModel, "linear": LinearStateSpace}
+from deepwiener.identification import fit_n4sid
+from deepwiener.models import MODEL_KINDS, DeepWiener, LinearModel, RNNModel
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +28,31 @@ def slices(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             for name, (a, b) in {"train": (0, 1500), "test": (1500, 2000)}.items()}
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "linear"])
-def test_train_baseline_then_evaluate(kind: str, slices: dict[str, Path], tmp_path: Path) -> None:
+SIZES = {"deepwiener": ["--d-model", 4, "--d-state", 4, "--n-layers", 1], "lfr": ["--n-x", 3, "--n-w", 2],
+         "lstm": ["--hidden", 8], "gru": ["--hidden", 8], "linear": []}
+"""Small sizes for each built-in kind (a kind added to the registry must be added here)."""
+
+
+def test_every_built_in_kind_has_sizes() -> None:
+    assert set(SIZES) == set(MODEL_KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_train_every_kind_then_evaluate(kind: str, slices: dict[str, Path], tmp_path: Path) -> None:
     config = tmp_path / "tiny.toml"
     config.write_text("[train]\nwindow = 64\nwashout = 10\nbatch_size = 64\n")
     out = tmp_path / kind
     data = ["--csv", slices["train"], "--u", "V1", "--y", "V2", "--dt", SILVERBOX_DT]
-    size = ["--hidden", 8] if kind != "linear" else []
-    train = run_cli(["train", *data, "--model", kind, *size, "--config", config, "--epochs", 1, "--seed", 1,
+    train = run_cli(["train", *data, "--model", kind, *SIZES[kind], "--config", config, "--epochs", 1, "--seed", 1,
                      "--out", out])
     assert train.code == 0, train.err
     assert f'kind = "{kind}"' in (out / "config.toml").read_text()
     assert (out / "plots" / "training.png").is_file()
     model = io.load(out / "model.dw")
-    assert isinstance(model, KIND_TYPES[kind])
-    assert io.read_info(out / "model.dw")["kind"] == ("linear" if kind == "linear" else "rnn")
-    if kind != "linear":
-        assert model.config.cell == kind and model.config.hidden == 8 and model.config.seed == 1
+    assert isinstance(model, MODEL_KINDS[kind]) and model.config.seed == 1
+    assert io.read_info(out / "model.dw")["kind"] == model.kind_name()
+    if model.kind == "rnn":
+        assert model.config.cell == kind and model.config.hidden == 8
 
     evaluate = run_cli(["evaluate", out / "model.dw", "--csv", slices["test"], "--u", "V1", "--y", "V2", "--dt",
                         SILVERBOX_DT, "--init-window", 50, "--json", tmp_path / "m.json"])
@@ -65,7 +71,7 @@ def test_baseline_options_are_checked(slices: dict[str, Path], tmp_path: Path) -
     unknown = run_cli(["train", *data, "--model", "lstn", "--out", tmp_path / "b"])
     assert unknown.code == 2 and "'lstm'" in unknown.err
     init = run_cli(["train", *data, "--model", "gru", "--init", "linear", "--epochs", 1, "--out", tmp_path / "c"])
-    assert init.code == 2 and "deep Wiener" in init.err
+    assert init.code == 2 and "init='linear' is not available for model kind 'rnn'" in init.err
 
 
 def _rnn(cell: str) -> RNNModel:
@@ -75,11 +81,11 @@ def _rnn(cell: str) -> RNNModel:
     return model
 
 
-def _linear() -> LinearStateSpace:
+def _linear() -> LinearModel:
     rng = np.random.default_rng(0)
     u = rng.normal(size=(400, 2))
     y = np.convolve(u[:, 0], [0.5, 0.3, 0.1])[:400, None] + 0.2 * u[:, 1:]
-    return fit_n4sid([(u, y)], order=3, dt=0.01)
+    return LinearModel.from_state_space(fit_n4sid([(u, y)], order=3, dt=0.01))
 
 
 def _deep_wiener() -> DeepWiener:
@@ -100,13 +106,10 @@ def test_round_trip_every_kind(make, kind: str, tmp_path: Path) -> None:
     u = np.random.default_rng(1).normal(size=(60, 2))
     np.testing.assert_array_equal(loaded.simulate(u), model.simulate(u))
     if kind == "linear":
-        for name in ("A", "B", "C", "D", "u_mean", "u_std", "y_mean", "y_std"):
-            np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
         assert info["dtype"] == "float64" and info["config"]["n_states"] == 3
-    else:
-        assert loaded.config == model.config
-        for name, tensor in model.state_dict().items():
-            assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert loaded.config == model.config
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
 
 
 def _rewrite(path: Path, target: Path, tensors: dict[str, torch.Tensor] | None = None,
@@ -147,7 +150,8 @@ def test_linear_file_with_bad_tensors_is_a_model_file_error(tmp_path: Path) -> N
     tensors = safetensors.torch.load_file(path)
     tensors["u_std"] = -tensors["u_std"]
     bad = _rewrite(path, tmp_path / "bad.dw", tensors)
-    with pytest.raises(ModelFileError, match="invalid linear model"):
+    with pytest.raises(ModelFileError, match="invalid linear model: its scaler's u_std and y_std must be finite and "
+                                             "positive"):
         io.load(bad)
     with pytest.raises(ModelFileError, match="cannot save a dict"):
         io.save({}, tmp_path / "x.dw")  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import torch
 from helpers import LAYER_NAMES, run_stepper
 
 from deepwiener.errors import ConfigError, DataError
-from deepwiener.model import DeepWiener, ModelConfig
+from deepwiener.models import DeepWiener, ModelConfig
 from deepwiener.nonlinearities import NONLINEARITIES
 
 

@@ -20,9 +20,10 @@ one where it applies. With phi = 0 the model
 is the linear system (A, B, C, D); a hardening spring is ``phi(z) = z^3`` with z the position and E the force
 input column.
 
-Linear start (``TrainConfig(init="linear")``, :meth:`LFRModel.embed_linear`): (A, B, C, D, b_x, b_y) become the best
-linear model's (padded up to n_x with uncoupled states: distinct stable poles, random input columns, unobserved), E
-= H = 0, so the output equals the linear model's. The state coordinates are then whitened (a similarity transform
+Linear start (``TrainConfig(init="linear")``, :meth:`LFRModel.start_linear`, :meth:`LFRModel.embed_linear`): (A, B,
+C, D, b_x, b_y) become the best linear model's (N4SID of order at most n_x, chosen on validation; padded up to n_x
+with uncoupled states: distinct stable poles, random input columns, unobserved), E = H = 0, so the output equals
+the linear model's. The state coordinates are then whitened (a similarity transform
 making the states' covariance on the training records the identity; directions with less than 1e-6 of the largest
 variance are scaled as if they had that much): a subspace model's states may differ in scale by orders of magnitude,
 and then a small step of E can close an unstable loop through a large entry of F. The rows of F are random
@@ -43,11 +44,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepwiener.baselines.linear import LinearStateSpace
-from deepwiener.engines import MODES, feedback
+from deepwiener.data import IOData, ValidationRecord
+from deepwiener.engines import MODES, feedback, numba_runtime
 from deepwiener.errors import ConfigError, check_positive_ints, unknown_name
+from deepwiener.identification import LinearStateSpace, identify_linear
+from deepwiener.models.base import Model
 from deepwiener.nonlinearities import MLP, NONLINEARITIES, make_nonlinearity
-from deepwiener.simulator import DictConfig, ScaledSimulator, SequenceStepper, check_sampling_time
+from deepwiener.options import DictConfig, check_sampling_time
 
 LFRState = tuple[Tensor]
 
@@ -89,7 +92,7 @@ class LFRConfig(DictConfig):
         check_sampling_time(self.dt)
 
 
-class LFRModel(ScaledSimulator):
+class LFRModel(Model):
     """A nonlinear LFR simulation model for n_u inputs and n_y outputs, in physical units (module docstring).
 
     Args:
@@ -98,6 +101,10 @@ class LFRModel(ScaledSimulator):
     The random start: A diagonal with poles uniform in [0.5, 0.95], B, C, F, G Gaussian with variance 1/fan-in,
     D = 0, E and H small (std 0.01), biases 0.
     """
+
+    config_class = LFRConfig
+    capabilities = frozenset({"poles"})
+    title = "LFR"
 
     def __init__(self, n_u: int, n_y: int, n_x: int = 8, n_w: int = 4, nonlinearity: str = "mlp", seed: int = 0,
                  dt: float = 1.0) -> None:
@@ -118,11 +125,6 @@ class LFRModel(ScaledSimulator):
             self.phi = make_nonlinearity(nonlinearity, n_w)
         self.register_scaler()
 
-    @classmethod
-    def from_config(cls, config: LFRConfig) -> LFRModel:
-        """Rebuild a model (fresh parameters from ``config.seed``) from its config."""
-        return cls(**config.to_dict())
-
     def init_state(self, batch: int) -> LFRState:
         """Zero state: ``(x,)`` with x (batch, n_x) in normalised coordinates."""
         return (self.A.new_zeros(batch, self.config.n_x),)
@@ -142,13 +144,12 @@ class LFRModel(ScaledSimulator):
         if mode in ("scan", "fft"):
             raise ConfigError(f"mode {mode!r} simulates linear systems; an LFR model's loop is nonlinear: use "
                               "'auto', 'loop' or 'compiled'")
-        fits = device_type == "cpu" and isinstance(self.phi, MLP)
-        if mode == "compiled" and not fits:
-            raise ConfigError("mode 'compiled' runs LFR models with nonlinearity 'mlp' on the CPU only (got "
-                              f"{self.config.nonlinearity!r} on {device_type!r})")
-        if mode == "compiled" and not feedback.available():
-            raise ConfigError("mode 'compiled' needs numba: pip install 'deepwiener[fast]'")
-        return "compiled" if mode == "compiled" or (mode == "auto" and fits and feedback.available()) else "loop"
+        if not isinstance(self.phi, MLP):  # the kernel implements the perceptron map only
+            if mode == "compiled":
+                raise ConfigError("mode 'compiled' runs LFR models with nonlinearity 'mlp' on the CPU only (got "
+                                  f"{self.config.nonlinearity!r} on {device_type!r})")
+            return "loop"
+        return numba_runtime.resolve(mode, device_type, feedback.KERNELS, fallback="loop")
 
     def trajectory(self, u_n: Tensor, x: Tensor, mode: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
         """Run the loop on a normalised input.
@@ -197,9 +198,15 @@ class LFRModel(ScaledSimulator):
                + nn.functional.linear(maps, self.H))
         return self.denormalize_output(y_n), (final,)
 
-    def stepper(self) -> SequenceStepper:
-        """A one-sample-at-a-time simulator (the loop of ``forward`` on length-1 sequences)."""
-        return SequenceStepper(self)
+    def check_linear_start(self) -> None:
+        """Every LFR model can start as a linear model: its feedback starts switched off."""
+
+    def start_linear(self, train: Sequence[IOData], val: Sequence[ValidationRecord]) -> LinearStateSpace:
+        """Start as the best linear model of order at most n_x (:func:`~deepwiener.identification.identify_linear`,
+        order chosen on ``val``), the feedback switched off (:meth:`embed_linear`); returns it."""
+        linear = identify_linear(train, val, max_order=min(10, self.config.n_x))
+        self.embed_linear(linear, [rec.u for rec in train])
+        return linear
 
     @torch.no_grad()
     def embed_linear(self, linear: LinearStateSpace, inputs: Sequence[np.ndarray]) -> None:

@@ -1,4 +1,4 @@
-"""Recurrent-network baselines (LSTM, GRU) with the same interface as ``DeepWiener``.
+"""Recurrent-network models (LSTM, GRU): the model kind "rnn", built as its variants "lstm" and "gru".
 
 A black-box simulation model, recurrent over the input sequence::
 
@@ -7,9 +7,9 @@ A black-box simulation model, recurrent over the input sequence::
     y[k]    = y_mean + y_std * (W h_top[k] + b)           linear read-out of the top layer's hidden state
 
 The state is ``(h,)`` for a GRU and ``(h, c)`` for an LSTM, each (batch, n_layers, hidden) (batch first, like
-every state in the toolkit). ``fit``, ``evaluate``, ``simulate`` and streaming work as for ``DeepWiener``
-(:class:`~deepwiener.simulator.ScaledSimulator`); the ``mode`` argument is accepted and ignored (cuDNN/ATen
-run the recurrence). All parameters are "other" parameters for ``fit`` (no SSM group).
+every state in the toolkit). ``fit``, ``evaluate``, ``simulate`` and streaming work as for every kind
+(:class:`~deepwiener.models.base.Model`); the ``mode`` argument is accepted and ignored (cuDNN/ATen run the
+recurrence). All parameters are "other" parameters for ``fit`` (no SSM group).
 
 References: Hochreiter and Schmidhuber, "Long short-term memory", 1997; Cho et al., "Learning phrase
 representations using RNN encoder-decoder", 2014 (GRU).
@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from deepwiener.errors import check_positive_ints, unknown_name
-from deepwiener.simulator import DictConfig, ScaledSimulator, SequenceStepper, check_sampling_time
+from deepwiener.models.base import Model
+from deepwiener.options import DictConfig, check_sampling_time
 
 CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -42,7 +43,7 @@ class RNNConfig(DictConfig):
         n_layers: number of stacked recurrent layers.
         seed: seed of the parameter initialisation.
         dt: sampling time of the data in seconds (set by ``fit``).
-        kind: the model family, "rnn" (a class constant, not a field: ``DeepWiener`` configs are the others).
+        kind: the model kind, "rnn" (a class constant, not a field); it is built as "lstm" or "gru" (its cell).
     """
 
     kind: ClassVar[str] = "rnn"
@@ -62,12 +63,15 @@ class RNNConfig(DictConfig):
         check_sampling_time(self.dt)
 
 
-class RNNModel(ScaledSimulator):
+class RNNModel(Model):
     """An LSTM or GRU simulation model for n_u inputs and n_y outputs, in physical units.
 
     Args:
         n_u, n_y, cell, hidden, n_layers, seed, dt: the fields of :class:`RNNConfig`.
     """
+
+    config_class = RNNConfig
+    variants = {cell: {"cell": cell} for cell in CELLS}
 
     def __init__(
         self, n_u: int, n_y: int, cell: str = "lstm", hidden: int = 32, n_layers: int = 1, seed: int = 0,
@@ -80,11 +84,6 @@ class RNNModel(ScaledSimulator):
             self.rnn = CELLS[cell](n_u, hidden, num_layers=n_layers, batch_first=True)
             self.readout = nn.Linear(hidden, n_y)
         self.register_scaler()
-
-    @classmethod
-    def from_config(cls, config: RNNConfig) -> RNNModel:
-        """Rebuild a model (fresh parameters from ``config.seed``) from its config."""
-        return cls(**config.to_dict())
 
     def init_state(self, batch: int) -> RNNState:
         """Zero state: ``(h,)`` (GRU) or ``(h, c)`` (LSTM), each (batch, n_layers, hidden)."""
@@ -108,8 +107,4 @@ class RNNModel(ScaledSimulator):
         hidden, final = self.rnn(self.normalize_input(u), h0 if self.config.cell == "lstm" else h0[0])
         final = final if self.config.cell == "lstm" else (final,)
         return self.denormalize_output(self.readout(hidden)), tuple(s.transpose(0, 1) for s in final)
-
-    def stepper(self) -> SequenceStepper:
-        """A one-sample-at-a-time simulator (the recurrence of ``forward`` on length-1 sequences)."""
-        return SequenceStepper(self)
 

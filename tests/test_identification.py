@@ -1,4 +1,4 @@
-"""Linear baselines: simulation, FIR, ARX and subspace identification on known systems and on Silverbox."""
+"""Linear identification: simulation, FIR, ARX and subspace identification on known systems and on Silverbox."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from deepwiener.baselines import LinearStateSpace, best_linear, fit_arx, fit_fir, fit_n4sid
-from deepwiener.baselines.linear import _stabilise
 from deepwiener.errors import ConfigError, DataError
+from deepwiener.identification import (
+    LinearStateSpace,
+    _stabilise,
+    best_linear,
+    fit_arx,
+    fit_fir,
+    fit_n4sid,
+    simulate_state_space,
+)
 
 POLES_4 = np.array([0.9 * np.exp(0.3j), 0.9 * np.exp(-0.3j), 0.7 * np.exp(1.2j), 0.7 * np.exp(-1.2j)])
 NUM_4 = np.array([0.0, 0.5, -0.2, 0.1, 0.05])  # strictly proper
@@ -66,6 +73,17 @@ def test_simulate_matches_dlsim(T: int) -> None:
     y_ref = model.y_mean + model.y_std * yn.reshape(T, 3)
     np.testing.assert_allclose(model.simulate(u, x0), y_ref, rtol=1e-10, atol=1e-10)
     assert model.simulate(u).shape == (T, 3)
+
+
+@pytest.mark.parametrize("T", [0, 1, 127, 128, 129, 777])
+def test_simulation_returns_the_final_state(T: int) -> None:
+    model = random_model(5, 2, 3)
+    rng = np.random.default_rng(T)
+    u, x = rng.standard_normal((T, 2)), rng.standard_normal(5)
+    _, x_final = simulate_state_space(model.A, model.B, model.C, model.D, u, x)
+    for u_k in u:
+        x = model.A @ x + model.B @ u_k
+    np.testing.assert_allclose(x_final, x, rtol=1e-10, atol=1e-10)
 
 
 def test_model_properties_and_immutability() -> None:

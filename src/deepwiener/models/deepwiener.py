@@ -12,47 +12,35 @@ training output) and the running sum is one more state, kept in float64.
 
 Each block is a Wiener system with a bypass, so the whole stack is a deep Wiener model (Bonassi et al.,
 "Structured state-space models are deep Wiener models", SYSID 2024). The model owns its scaling, so
-``forward``, ``step`` and ``simulate`` take and return physical units.
+``forward``, ``step`` and ``simulate`` take and return physical units. It is the model kind "deepwiener"
+(``models.base``): trained by gradient steps, started from the best linear model by
+``models.deepwiener_start``, streamed by a compiled kernel (``models.deepwiener_stream``), and open to the
+analyses of ``deepwiener.analysis`` (blocks, poles, certificate, reduction).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepwiener.errors import ConfigError, DataError, check_positive_ints, unknown_name
+from deepwiener.data import IOData, ValidationRecord
+from deepwiener.errors import ConfigError, check_positive_ints, unknown_name
+from deepwiener.identification import LinearStateSpace
 from deepwiener.layers import LTILayer, layer_class, make_layer
+from deepwiener.models import deepwiener_start, deepwiener_stream
+from deepwiener.models.base import Model
+from deepwiener.models.streamers import Streamer
 from deepwiener.nonlinearities import NONLINEARITIES, Nonlinearity, make_nonlinearity
-from deepwiener.simulator import DictConfig, ScaledSimulator, check_sampling_time
-
-if TYPE_CHECKING:
-    from deepwiener.engines.streaming import Streamer
+from deepwiener.options import DictConfig, check_sampling_time
 
 NORMS: tuple[str, ...] = ("none", "layer")
 SKIPS: tuple[str, ...] = ("identity", "linear", "none")
 ModelState = tuple[Tensor, ...]
-
-
-def split_model_state(state: ModelState, n_blocks: int, integrator: bool) -> tuple[ModelState, Tensor | None]:
-    """(block states, integrator sum or None) of a model state: one tensor per block, then the sum if any.
-
-    Raises:
-        DataError: a state with another number of tensors.
-    """
-    expected = n_blocks + int(integrator)
-    if len(state) != expected:
-        what = "one per block and the integrator's sum" if integrator else "one per block"
-        raise DataError(f"state must hold {expected} tensors ({what}), got {len(state)}")
-    return tuple(state[:n_blocks]), state[n_blocks] if integrator else None
-
-
-def join_state(blocks: Sequence[Tensor], total: Tensor | None) -> ModelState:
-    """The inverse of :func:`split_model_state`: the block states, then the integrator's sum if any."""
-    return (*blocks, total) if total is not None else tuple(blocks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +62,10 @@ class ModelConfig(DictConfig):
         integrator: sum the decoder's output over time (a pure integrator at the output; module docstring).
         dt: sampling time of the data in seconds (set by ``fit``).
         seed: seed of the parameter initialisation.
+        kind: the model kind, "deepwiener" (a class constant, not a field).
     """
+
+    kind: ClassVar[str] = "deepwiener"
 
     n_u: int
     n_y: int
@@ -133,12 +124,16 @@ class Block(nn.Module):
         return self.dropout(self.sigma(eta)) + self.bypass(v), state
 
 
-class DeepWiener(ScaledSimulator):
+class DeepWiener(Model):
     """A deep Wiener model (deep structured SSM) for n_u inputs and n_y outputs, in physical units.
 
     Build it with keywords (``DeepWiener(n_u=1, n_y=1, layer="lru", ...)``, the fields of ``ModelConfig``)
     or from a config (``DeepWiener.from_config(cfg)``).
     """
+
+    config_class = ModelConfig
+    capabilities = frozenset({"poles", "blocks", "reduce"})
+    title = "deep Wiener"
 
     def __init__(self, n_u: int, n_y: int, **options: Any) -> None:
         super().__init__()
@@ -162,46 +157,20 @@ class DeepWiener(ScaledSimulator):
         self.register_scaler()
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> DeepWiener:
-        """Rebuild a model (fresh parameters from ``config.seed``) from its config."""
-        options = config.to_dict()
-        return cls(options.pop("n_u"), options.pop("n_y"), **options)
+    def label(cls, name: str, options: Mapping[str, Any]) -> str:
+        """The layer's name (e.g. "lru")."""
+        return str(options["layer"])
 
-    @property
-    def integrates_output(self) -> bool:
-        """Whether the output is the running sum of the decoder's output (``ModelConfig.integrator``)."""
-        return self.config.integrator
+    @classmethod
+    def options_table(cls, options: Mapping[str, Any]) -> tuple[str, type]:
+        """``layer_options``, validated by the options dataclass of the chosen layer."""
+        return "layer_options", layer_class(options.get("layer", ModelConfig.layer)).Options
 
     def init_state(self, batch: int) -> ModelState:
         """Zero state: one (batch, *state_shape) complex tensor per block, then, with an integrator, the
         running output sum (batch, n_y) float64."""
         blocks = tuple(block.lti.init_state(batch) for block in self.blocks)
-        return join_state(blocks, self.zero_sum(batch) if self.integrates_output else None)
-
-    def zero_sum(self, batch: int) -> Tensor:
-        """The integrator's zero state: (batch, n_y) float64."""
-        return torch.zeros(batch, self.config.n_y, dtype=torch.float64, device=self.u_mean.device)
-
-    def split_state(self, state: ModelState | None, batch: int) -> tuple[tuple[Tensor | None, ...], Tensor | None]:
-        """(block states, integrator sum or None) of a model state; None gives zeros."""
-        if state is None:
-            return (None,) * len(self.blocks), self.zero_sum(batch) if self.integrates_output else None
-        return split_model_state(state, len(self.blocks), self.integrates_output)
-
-    def integrate(self, increments: Tensor, total: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """The output from the decoder's physical output: itself, or its running sum after ``total``.
-
-        Args:
-            increments: (batch, time, n_y) physical units.
-            total: (batch, n_y) float64 sum so far (the integrator's state), or None without integrator.
-
-        Returns:
-            y: (batch, time, n_y) in the dtype of ``increments``, and the new sum (or None).
-        """
-        if total is None:
-            return increments, None
-        sums = total[:, None, :] + torch.cumsum(increments.double(), dim=1)
-        return sums.to(increments.dtype), sums[:, -1]
+        return self.join_state(blocks, self.zero_sum(batch) if self.integrates_output else None)
 
     def forward(
         self, u: Tensor, state: ModelState | None = None, mode: str = "auto"
@@ -218,23 +187,37 @@ class DeepWiener(ScaledSimulator):
         """
         self.check_input(u)
         v = self.encoder(self.normalize_input(u))
-        states, total = self.split_state(state, u.shape[0])
+        states, total = self.split_state(state, len(self.blocks), u.shape[0], "one per block")
         finals = []
         for block, x0 in zip(self.blocks, states, strict=True):
             v, x = block(v, x0, mode)
             finals.append(x)
         y, total = self.integrate(self.denormalize_output(self.decoder(v)), total)
-        return y, join_state(finals, total)
+        return y, self.join_state(finals, total)
 
     def stepper(self) -> ModelStepper:
         """A one-sample-at-a-time simulator with every block discretised once."""
         return ModelStepper(self)
 
     def fast_stepper(self) -> Streamer:
-        """A compiled one-sample-at-a-time simulator, numpy in and out (``deepwiener.engines.streaming``)."""
-        from deepwiener.engines.streaming import fast_stepper  # streaming builds on this module
+        """A compiled one-sample-at-a-time simulator, numpy in and out (``models.deepwiener_stream``)."""
+        return deepwiener_stream.fast_stepper(self)
 
-        return fast_stepper(self)
+    def check_linear_start(self) -> None:
+        """Raise ConfigError unless this configuration can start as a linear model (``models.deepwiener_start``)."""
+        deepwiener_start.check_linear_init(self)
+
+    def start_linear(self, train: Sequence[IOData], val: Sequence[ValidationRecord]) -> LinearStateSpace:
+        """Start as the best linear model of the data (``models.deepwiener_start``); returns it."""
+        return deepwiener_start.initialize_linear(self, train, val)
+
+    @torch.no_grad()
+    def poles(self) -> np.ndarray:
+        """The discrete-time poles of every LTI block, block after block (complex numpy; both members of a
+        conjugate pair); selective (not LTI) blocks have none. ``deepwiener.analysis.blocks`` gives them per
+        block, with zeros, gains and Hankel singular values."""
+        systems = [block.lti.state_space() for block in self.blocks if isinstance(block.lti, LTILayer)]
+        return np.concatenate([np.linalg.eigvals(s.A) for s in systems]) if systems else np.zeros(0, complex)
 
 
 class ModelStepper:
@@ -251,12 +234,12 @@ class ModelStepper:
     def init_state(self, batch: int) -> ModelState:
         """Zero state, in the model's format (``DeepWiener.init_state``)."""
         blocks = tuple(s.init_state(batch) for s in self.steppers)
-        return join_state(blocks, self.model.zero_sum(batch) if self.model.integrates_output else None)
+        return self.model.join_state(blocks, self.model.zero_sum(batch) if self.model.integrates_output else None)
 
     def step(self, u_k: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         """u_k: (batch, n_u) physical -> (y_k (batch, n_y) physical, next state)."""
         m = self.model
-        states, total = m.split_state(state, u_k.shape[0])
+        states, total = m.split_state(state, len(m.blocks), u_k.shape[0], "one per block")
         v = m.encoder(m.normalize_input(u_k))
         finals = []
         for block, stepper, x in zip(m.blocks, self.steppers, states, strict=True):
@@ -264,4 +247,4 @@ class ModelStepper:
             v = block.dropout(block.sigma(eta)) + block.bypass(v)
             finals.append(x_next)
         y, total = m.integrate(m.denormalize_output(m.decoder(v))[:, None], total)
-        return y[:, 0], join_state(finals, total)
+        return y[:, 0], m.join_state(finals, total)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from helpers import run_stepper
 
-from deepwiener.baselines.linear import LinearStateSpace
-from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError, DataError
-from deepwiener.model import DeepWiener
+from deepwiener.identification import LinearStateSpace
+from deepwiener.models import DeepWiener, Ensemble, LFRModel, LinearModel
 
 
 def deep(seed: int, n_u: int = 2, dt: float = 0.01) -> DeepWiener:
@@ -18,9 +19,10 @@ def deep(seed: int, n_u: int = 2, dt: float = 0.01) -> DeepWiener:
     return model
 
 
-def linear(dt: float = 0.01) -> LinearStateSpace:
-    return LinearStateSpace(A=[[0.9, 0.1], [0.0, 0.5]], B=[[1.0, 0.0], [0.0, 1.0]], C=[[1.0, -1.0]], D=[[0.0, 0.2]],
-                            dt=dt, u_mean=[0.0, 0.0], u_std=[1.0, 1.0], y_mean=[0.1], y_std=[3.0])
+def linear(dt: float = 0.01) -> LinearModel:
+    return LinearModel.from_state_space(LinearStateSpace(
+        A=[[0.9, 0.1], [0.0, 0.5]], B=[[1.0, 0.0], [0.0, 1.0]], C=[[1.0, -1.0]], D=[[0.0, 0.2]], dt=dt,
+        u_mean=[0.0, 0.0], u_std=[1.0, 1.0], y_mean=[0.1], y_std=[3.0]))
 
 
 def test_simulate_is_the_mean_of_the_members() -> None:
@@ -77,15 +79,25 @@ def test_streaming_agrees_with_simulate() -> None:
     middle = streamer.state
     rest = streamer.run(u[50:])
     np.testing.assert_allclose(np.concatenate([first, rest]), expected, rtol=0, atol=1e-5)  # float32 members
-    streamer.init_state(middle)  # resume from the saved state of every member
+    streamer.reset(middle)  # resume from the saved state of every member
     np.testing.assert_allclose(streamer.run(u[50:]), rest, rtol=0, atol=1e-12)
-    streamer.init_state()
+    streamer.reset()
     np.testing.assert_allclose(streamer.run(u[:50]), first, rtol=0, atol=1e-12)
     with pytest.raises(DataError, match=r"one state per member \(3\), got 2"):
-        streamer.init_state(middle[:2])
+        streamer.reset(middle[:2])
 
 
-def test_streaming_needs_deep_wiener_members() -> None:
-    with pytest.raises(ConfigError, match=r"only deep Wiener models stream; this ensemble also holds "
-                                          r"\['LinearStateSpace'\]"):
-        Ensemble([deep(0), linear()]).fast_stepper()
+def test_members_of_every_kind_stream_and_step() -> None:
+    lfr = LFRModel(2, 1, n_x=3, n_w=2, seed=4)
+    lfr.with_dt(0.01)
+    ensemble = Ensemble([deep(0), linear(), lfr])
+    u = np.random.default_rng(3).normal(size=(60, 2))
+    expected = ensemble.simulate(u)
+    np.testing.assert_allclose(ensemble.fast_stepper().run(u), expected, rtol=0, atol=1e-5)  # float32 members
+    stepper = ensemble.stepper()
+    with torch.no_grad():
+        y_step, _ = run_stepper(stepper, torch.tensor(u)[None], stepper.init_state(1))
+        y_forward, states = ensemble(torch.tensor(u)[None])
+    np.testing.assert_allclose(y_step[0].numpy(), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(y_forward[0].numpy(), expected, rtol=0, atol=1e-5)
+    assert len(states) == 3  # one state per member

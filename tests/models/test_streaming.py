@@ -3,17 +3,15 @@ skip and readout, from zero and nonzero states, sample by sample and whole recor
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 import torch
-from helpers import LAYER_NAMES
+from helpers import LAYER_NAMES, run_without_numba
 
-from deepwiener.engines import streaming
 from deepwiener.errors import DataError
-from deepwiener.model import DeepWiener
+from deepwiener.models import DeepWiener
+from deepwiener.models.deepwiener_stream import CompiledStreamer, fast_stepper
+from deepwiener.models.streamers import Streamer, TorchStreamer
 from deepwiener.nonlinearities import NONLINEARITIES
 
 COMPILED_NONLINEARITIES = ("elu", "gelu", "tanh", "relu", "identity", "poly", "linear_tanh")
@@ -52,12 +50,12 @@ def _random_state(model: DeepWiener, seed: int = 2) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _assert_reproduces(model: DeepWiener, streamer: streaming.Streamer, length: int = 200, tol: float = 1e-10,
+def _assert_reproduces(model: DeepWiener, streamer: Streamer, length: int = 200, tol: float = 1e-10,
                        state: tuple[torch.Tensor, ...] | None = None) -> None:
     u = _inputs(length)
     with torch.no_grad():
         ref, final = model(u, state, mode="loop")
-    streamer.init_state(state)
+    streamer.reset(state)
     y = streamer.run(u[0].numpy())
     np.testing.assert_allclose(y, ref[0].numpy(), rtol=0, atol=tol * max(1.0, float(ref.abs().max())))
     for x, x_ref in zip(streamer.state, final, strict=True):
@@ -69,7 +67,7 @@ def _assert_reproduces(model: DeepWiener, streamer: streaming.Streamer, length: 
 def test_compiled_streamer_reproduces_forward(layer: str, nonlinearity: str) -> None:
     model = _model(layer, nonlinearity, norm="layer", skip="linear")
     streamer = model.fast_stepper()
-    assert isinstance(streamer, streaming.CompiledStreamer)
+    assert isinstance(streamer, CompiledStreamer)
     _assert_reproduces(model, streamer)
 
 
@@ -79,18 +77,18 @@ def test_compiled_streamer_reproduces_forward(layer: str, nonlinearity: str) -> 
 @pytest.mark.parametrize("norm", ["none", "layer"])
 def test_structure_options_and_nonzero_state(layer: str, readout: str, skip: str, norm: str) -> None:
     model = _model(layer, "gelu", layer_options={"readout": readout}, skip=skip, norm=norm)
-    _assert_reproduces(model, streaming.fast_stepper(model), state=_random_state(model))
+    _assert_reproduces(model, fast_stepper(model), state=_random_state(model))
 
 
 def test_tanh_approximate_gelu_and_elu_alpha() -> None:
     model = _model("lru", "gelu")
     for block in model.blocks:
         block.sigma.activation = torch.nn.GELU(approximate="tanh")
-    _assert_reproduces(model, streaming.fast_stepper(model))
+    _assert_reproduces(model, fast_stepper(model))
     model = _model("lru", "elu")
     for block in model.blocks:
         block.sigma.activation.alpha = 0.7
-    _assert_reproduces(model, streaming.fast_stepper(model))
+    _assert_reproduces(model, fast_stepper(model))
 
 
 def test_step_equals_run_and_torch_stepper() -> None:
@@ -106,7 +104,7 @@ def test_step_equals_run_and_torch_stepper() -> None:
     streamer = model.fast_stepper()
     stepped = np.stack([streamer.step(u_k) for u_k in u[0].numpy()])
     np.testing.assert_allclose(stepped, np.stack(ref), rtol=0, atol=1e-10)
-    streamer.init_state()
+    streamer.reset()
     np.testing.assert_allclose(streamer.run(u[0].numpy()), stepped, rtol=0, atol=1e-12)
 
 
@@ -115,7 +113,7 @@ def test_run_continues_from_current_state() -> None:
     u = _inputs(300)[0].numpy()
     streamer = model.fast_stepper()
     whole = streamer.run(u)
-    streamer.init_state()
+    streamer.reset()
     pieces = np.concatenate([streamer.run(u[:123]), np.stack([streamer.step(u_k) for u_k in u[123:130]]),
                              streamer.run(u[130:])])
     np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-12)
@@ -140,7 +138,7 @@ def test_dropout_is_ignored_in_eval_mode() -> None:
 def test_unsupported_parts_fall_back_to_the_torch_stepper(layer: str, nonlinearity: str) -> None:
     model = _model(layer, nonlinearity)
     streamer = model.fast_stepper()
-    assert isinstance(streamer, streaming.TorchStreamer)
+    assert isinstance(streamer, TorchStreamer)
     state = None if layer == "s6" else _random_state(model)  # S6 states are real
     _assert_reproduces(model, streamer, length=40, tol=1e-12, state=state)
 
@@ -155,7 +153,7 @@ def test_export_is_a_snapshot() -> None:
     before = streamer.run(_inputs(20)[0].numpy())
     with torch.no_grad():
         model.decoder.bias.add_(1.0)
-    streamer.init_state()
+    streamer.reset()
     np.testing.assert_array_equal(streamer.run(_inputs(20)[0].numpy()), before)
 
 
@@ -169,20 +167,28 @@ def test_bad_shapes_raise(kind: str) -> None:
         streamer.run(np.zeros((5, 3)))
     if kind == "compiled":
         with pytest.raises(DataError, match="one per block"):
-            streamer.init_state(model.init_state(1)[:1])
+            streamer.reset(model.init_state(1)[:1])
         with pytest.raises(DataError, match="shape"):
-            streamer.init_state(model.init_state(2))
+            streamer.reset(model.init_state(2))
 
 
-@pytest.mark.skipif(streaming.numba is None, reason="without numba the kernel already runs as plain Python")
-def test_plain_python_kernel_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The module imported with numba unavailable runs the same kernel uncompiled, with the same results."""
-    monkeypatch.setitem(sys.modules, "numba", None)
-    spec = importlib.util.spec_from_file_location("streaming_without_numba", streaming.__file__)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.numba is None
-    model = _model("s4", "poly", norm="layer", skip="linear")
-    streamer = module.fast_stepper(model)
-    assert isinstance(streamer, module.CompiledStreamer)
-    _assert_reproduces(model, streamer, length=30)
+def test_without_numba_the_torch_stepper_streams_and_the_log_says_so_once() -> None:
+    run_without_numba(
+        "import logging\n"
+        "import numpy as np, torch\n"
+        "from deepwiener.models import DeepWiener\n"
+        "from deepwiener.models.streamers import TorchStreamer\n"
+        "messages = []\n"
+        "handler = logging.Handler()\n"
+        "handler.emit = lambda record: messages.append(record.getMessage())\n"
+        "logging.getLogger('deepwiener').addHandler(handler)\n"
+        "model = DeepWiener(2, 2, d_model=3, d_state=4, n_layers=2).double().eval()\n"
+        "streamers = [model.fast_stepper(), model.fast_stepper()]\n"
+        "assert all(isinstance(s, TorchStreamer) for s in streamers)\n"
+        "u = np.random.default_rng(0).normal(size=(20, 2))\n"
+        "with torch.no_grad():\n"
+        "    reference = model(torch.from_numpy(u)[None], mode='loop')[0][0].numpy()\n"
+        "np.testing.assert_allclose(streamers[0].run(u), reference, rtol=0, atol=1e-12)\n"
+        "said = [m for m in messages if 'streaming kernel is unavailable' in m and 'deepwiener[fast]' in m]\n"
+        "assert len(said) == 1, messages\n"
+    )

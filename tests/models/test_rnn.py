@@ -7,13 +7,11 @@ import pytest
 import torch
 from helpers import run_stepper
 
-from deepwiener.baselines.rnn import RNNConfig, RNNModel
 from deepwiener.data import IOData, fit_scaler, split_validation
 from deepwiener.errors import ConfigError, DataError
 from deepwiener.evaluation import evaluate
+from deepwiener.models.rnn import CELLS, RNNConfig, RNNModel
 from deepwiener.training import TrainConfig, ValidationRecord, fit, validation_rmse
-
-CELLS = ["lstm", "gru"]
 
 
 @pytest.mark.parametrize("cell", CELLS)

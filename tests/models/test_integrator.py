@@ -10,12 +10,11 @@ import pytest
 import torch
 from helpers import run_stepper
 
-from deepwiener.data import IOData, fit_scaler, output_increments, split_validation
+from deepwiener.data import IOData, ValidationRecord, fit_scaler, output_increments, split_validation
 from deepwiener.errors import ConfigError, DataError
-from deepwiener.initialization import LinearOptions, initialize_linear
 from deepwiener.io import load, save
-from deepwiener.model import DeepWiener
-from deepwiener.training import TrainConfig, ValidationRecord, fit
+from deepwiener.models import DeepWiener
+from deepwiener.training import TrainConfig, fit
 
 OPTIONS = dict(layer="lru", d_model=6, d_state=5, n_layers=2, layer_options={"r_min": 0.5, "r_max": 0.95})
 
@@ -62,10 +61,10 @@ def test_compiled_streamer_carries_the_sum() -> None:
     assert len(state) == 3
     tail = np.stack([streamer.step(u_k) for u_k in u[100:]])
     np.testing.assert_allclose(np.vstack([head, tail]), expected, rtol=1e-10, atol=1e-10)
-    streamer.init_state(state)
+    streamer.reset(state)
     np.testing.assert_allclose(streamer.run(u[100:]), tail, rtol=1e-12, atol=1e-12)
     with pytest.raises(DataError, match="integrator's sum"):
-        streamer.init_state(state[:-1])
+        streamer.reset(state[:-1])
 
 
 def test_state_without_the_sum_is_refused() -> None:
@@ -113,8 +112,7 @@ def test_linear_init_reproduces_the_integrated_linear_model() -> None:
     head, _ = split_validation(data, 0.25)
     model = DeepWiener(1, 1, integrator=True, seed=0, **OPTIONS).double()
     model.set_scaler(*fit_scaler([head], increments=True))
-    linear = initialize_linear(model, [head], [ValidationRecord(data, len(head))],
-                               options=LinearOptions(max_order=4, horizon=8))
+    linear = model.start_linear([head], [ValidationRecord(data, len(head))])
     u = integrating_plant(400, seed=6).u
     np.testing.assert_allclose(model.simulate(u), np.cumsum(linear.simulate(u), axis=0), rtol=1e-7, atol=1e-9)
 

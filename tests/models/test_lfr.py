@@ -14,14 +14,12 @@ from helpers import run_stepper
 
 from deepwiener import config as config_mod
 from deepwiener import io
-from deepwiener.baselines import LinearStateSpace
 from deepwiener.data import IOData, fit_scaler
 from deepwiener.engines import feedback
-from deepwiener.ensemble import Ensemble
 from deepwiener.errors import ConfigError
-from deepwiener.initialization import LinearOptions, identify_linear, initialize_linear
-from deepwiener.lfr import LFRConfig, LFRModel, pad_poles
-from deepwiener.model import DeepWiener
+from deepwiener.identification import LinearStateSpace, identify_linear
+from deepwiener.models import DeepWiener, Ensemble
+from deepwiener.models.lfr import LFRConfig, LFRModel, pad_poles
 from deepwiener.training import TrainConfig, fit, split_training, validation_rmse
 
 # ----------------------------------------------------------------------------------------------------------
@@ -288,7 +286,7 @@ def test_initialize_linear_caps_the_order_at_n_x() -> None:
         model = LFRModel(1, 1, n_x=n_x, n_w=2, seed=0).double()
         model.with_dt(data.dt)
         model.set_scaler(*fit_scaler(train))
-        linear = initialize_linear(model, train, val, options=LinearOptions(max_order=6))
+        linear = model.start_linear(train, val)
         assert 1 <= linear.n_states <= n_x
         np.testing.assert_allclose(model.simulate(data.u), linear.simulate(data.u), rtol=0,
                                    atol=1e-8 * np.abs(data.y).max())
@@ -422,7 +420,7 @@ def test_fit_from_the_linear_start_does_not_get_worse() -> None:
                          dtype="float64")
     # the linear start, found independently: N4SID on the same training part, scored on the same validation tail
     train, val = split_training([data], None, config)
-    linear = identify_linear(train, [(v.data, v.start) for v in val], options=LinearOptions(max_order=4))
+    linear = identify_linear(train, [(v.data, v.start) for v in val], max_order=4)
     start = val[0].start
     linear_rmse = float(np.sqrt(np.mean((linear.simulate(data.u)[start:] - data.y[start:]) ** 2)))
     assert linear_rmse < 0.75 * data.y[start:].std()  # a useful linear model to start from

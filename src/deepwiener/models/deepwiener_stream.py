@@ -1,0 +1,210 @@
+"""The compiled streamer of a deep Wiener model: the model flattened into arrays, stepped by one numba function.
+
+:func:`flatten` exports a ``DeepWiener`` model once to flat float64/complex128 numpy arrays
+(``engines.stream_kernel.StreamParams``: the scalers folded into the encoder and decoder, exact up to rounding),
+and :class:`CompiledStreamer` runs the kernel of ``engines.stream_kernel`` on them: a few microseconds per sample
+(``benchmarks/speed``). The output integrator's running sum is kept here, in float64.
+
+``A`` is block diagonal in the layer's own coordinates (so ``state`` interoperates with ``model.forward``):
+1 x 1 blocks (the eigenvalues) for diagonal systems (LRU, S5, S4D), one dense n x n block per channel for
+S4's DPLR systems (not diagonalised: its eigenvectors can be ill-conditioned). Supported nonlinearities are
+the elementwise ones (gelu, exact or tanh-approximated; elu; tanh; relu; identity), poly and linear_tanh; a
+model with another nonlinearity (glu, mlp), another norm or layer (the selective S6) gets the
+``TorchStreamer`` (the same interface around ``model.stepper()``), and so does every model when numba is
+missing (``numba_runtime``'s policy: said once in the log). Dropout is ignored: streaming is inference.
+
+Everything runs in float64 whatever the model's dtype, so a float64 model is reproduced to rounding (the tests
+ask 1e-10) and a float32 one to float32 accuracy. The functions take a ``DeepWiener`` model (duck-typed:
+``blocks``, ``encoder``, ``decoder``, the scaler buffers), which imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deepwiener.engines import numba_runtime, stream_kernel
+from deepwiener.engines.stream_kernel import ACTIVATIONS, SKIPS, StreamParams
+from deepwiener.errors import DataError
+from deepwiener.models.streamers import Streamer, TorchStreamer
+from deepwiener.nonlinearities import Elementwise, LinearTanh, Polynomial
+from deepwiener.systems import DPLRSSM, DiagonalSSM, LinearSystem
+
+__all__ = ["CompiledStreamer", "fast_stepper", "flatten"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Unsupported(Exception):
+    """A part of the model the kernel does not implement (the reason is the message)."""
+
+
+def _np(t: Tensor, dtype: type = np.float64) -> np.ndarray:
+    """A detached tensor as a C-contiguous numpy array of ``dtype`` (float64 or complex128)."""
+    return np.ascontiguousarray(t.detach().cpu().resolve_conj().numpy(), dtype=dtype)
+
+
+def _blocks(system: LinearSystem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The system's A as (G, m, m) diagonal blocks, B (N, d_in) and C (d_out, N), complex128, N = G m.
+
+    Raises:
+        _Unsupported: for a system of another structure.
+    """
+    if isinstance(system, DiagonalSSM):
+        return _np(system.lam, np.complex128)[:, None, None], _np(system.B, np.complex128), _np(system.C, np.complex128)
+    if isinstance(system, DPLRSSM):
+        A, B = (_np(t, np.complex128) for t in system.discrete)  # (h, n, n), (h, n)
+        C = _np(system.C, np.complex128)  # (h, n)
+        h, n = B.shape
+        eye = np.eye(h)
+        B_flat = (B[:, :, None] * eye[:, None, :]).reshape(h * n, h)
+        C_flat = (eye[:, :, None] * C[None, :, :]).reshape(h, h * n)
+        return A, B_flat, C_flat
+    raise _Unsupported(f"{type(system).__name__} systems")
+
+
+def _activation_params(sigma: nn.Module, width: int) -> tuple[int, np.ndarray]:
+    """Activation code and its (3, d) parameters: bias, c1, c2 (``engines.stream_kernel``).
+
+    Raises:
+        _Unsupported: for a nonlinearity the kernel does not implement.
+    """
+    params = np.zeros((3, width))
+    if isinstance(sigma, Polynomial):
+        params[:] = [_np(sigma.bias), _np(sigma.a2), _np(sigma.a3)]
+        return ACTIVATIONS["poly"], params
+    if isinstance(sigma, LinearTanh):
+        params[:2] = [_np(sigma.bias), _np(sigma.gain)]
+        return ACTIVATIONS["linear_tanh"], params
+    if not isinstance(sigma, Elementwise):
+        raise _Unsupported(f"the {type(sigma).__name__} nonlinearity")
+    params[0] = _np(sigma.bias)
+    activation = sigma.activation
+    if isinstance(activation, nn.ReLU):
+        return ACTIVATIONS["relu"], params
+    if isinstance(activation, nn.Tanh):
+        return ACTIVATIONS["tanh"], params
+    if isinstance(activation, nn.Identity):
+        return ACTIVATIONS["identity"], params
+    if isinstance(activation, nn.ELU):
+        params[1] = activation.alpha
+        return ACTIVATIONS["elu"], params
+    if isinstance(activation, nn.GELU):
+        return ACTIVATIONS["gelu_tanh" if activation.approximate == "tanh" else "gelu"], params
+    raise _Unsupported(f"the {type(activation).__name__} activation")
+
+
+def _block_params(block: nn.Module) -> dict[str, Any]:
+    """One block's arrays (keys of ``StreamParams`` without the encoder/decoder); ``block`` is a deep Wiener
+    model's ``Block``.
+
+    Raises:
+        _Unsupported: a layer, norm or nonlinearity the kernel does not implement.
+    """
+    if not hasattr(block.lti, "discretize"):
+        raise _Unsupported(f"the {type(block.lti).__name__} layer (not LTI)")
+    system = block.lti.discretize()
+    width = system.d_in
+    A, B, C = _blocks(system)
+    kind, act = _activation_params(block.sigma, width)
+    norm = np.stack([np.ones(width), np.zeros(width)])
+    eps = 0.0
+    if isinstance(block.norm, nn.LayerNorm):
+        if block.norm.weight is not None:
+            norm[0] = _np(block.norm.weight)
+        if block.norm.bias is not None:
+            norm[1] = _np(block.norm.bias)
+        eps = block.norm.eps
+    elif not isinstance(block.norm, nn.Identity):
+        raise _Unsupported(f"the {type(block.norm).__name__} norm")
+    if block.skip is not None:
+        skip, F = SKIPS["linear"], _np(block.skip.weight)
+    else:
+        skip, F = SKIPS["identity" if block.use_skip else "none"], np.zeros((width, width))
+    flags = [isinstance(block.norm, nn.LayerNorm), system.readout == "next", kind, skip]
+    return {"flags": np.array(flags, dtype=np.int64), "eps": eps, "norm": norm, "A": A, "B": B, "C": C,
+            "D": _np(system.D), "act": act, "F": F}
+
+
+@torch.no_grad()
+def flatten(model: Any) -> StreamParams:
+    """A ``DeepWiener`` model as flat float64/complex128 arrays for the streaming kernel (a snapshot).
+
+    Raises:
+        _Unsupported: the model has a part the kernel does not implement.
+    """
+    blocks = [_block_params(block) for block in model.blocks]
+    u_mean, u_std, y_mean, y_std = (_np(t) for t in (model.u_mean, model.u_std, model.y_mean, model.y_std))
+    enc_W = _np(model.encoder.weight) / u_std  # (d, n_u)
+    enc_b = _np(model.encoder.bias) - enc_W @ u_mean
+    dec_W = y_std[:, None] * _np(model.decoder.weight)  # (n_y, d)
+    dec_b = y_mean + y_std * _np(model.decoder.bias)
+    stacked = {key: np.ascontiguousarray(np.stack([np.asarray(b[key]) for b in blocks])) for key in blocks[0]}
+    return StreamParams(enc_W=enc_W, enc_b=enc_b, dec_W=dec_W, dec_b=dec_b, **stacked)
+
+
+class CompiledStreamer(Streamer):
+    """A ``DeepWiener`` model flattened into arrays, stepped by one compiled function (module docstring).
+
+    Attributes:
+        params: the exported arrays (a snapshot: later changes of the model are not seen).
+    """
+
+    def __init__(self, model: Any, params: StreamParams) -> None:
+        super().__init__(model.config.n_u, model.config.n_y)
+        self.params = params
+        self._state_shapes = [tuple(block.lti.init_state(1).shape[1:]) for block in model.blocks]
+        self._x = np.zeros(params.B.shape[:2], dtype=np.complex128)  # (L, N)
+        self._total = np.zeros(self.n_y) if model.integrates_output else None  # the output integrator's sum
+        self._split_state, self._join_state = model.split_state, model.join_state
+
+    def reset(self, state: tuple[Tensor, ...] | None = None) -> None:
+        if state is None:
+            self._x[:] = 0
+            if self._total is not None:
+                self._total[:] = 0
+            return
+        blocks, total = self._split_state(state, len(self._state_shapes), 1, "one per block")
+        for layer, (x, shape) in enumerate(zip(blocks, self._state_shapes, strict=True)):
+            if tuple(x.shape) != (1, *shape):
+                raise DataError(f"state {layer} must have shape {(1, *shape)}, got {tuple(x.shape)}")
+            self._x[layer] = _np(x, np.complex128).reshape(-1)
+        if total is not None:
+            if tuple(total.shape) != (1, self.n_y):
+                raise DataError(f"the integrator's sum must have shape (1, {self.n_y}), got {tuple(total.shape)}")
+            self._total[:] = _np(total).reshape(-1)
+
+    @property
+    def state(self) -> tuple[Tensor, ...]:
+        blocks = tuple(torch.from_numpy(x.copy()).reshape(1, *shape)
+                       for x, shape in zip(self._x, self._state_shapes, strict=True))
+        return self._join_state(blocks, None if self._total is None else torch.from_numpy(self._total.copy())[None])
+
+    def advance(self, u: np.ndarray) -> np.ndarray:
+        y = stream_kernel.run(self.params, u, self._x)
+        if self._total is None:
+            return y
+        y = self._total + np.cumsum(y, axis=0)
+        self._total[:] = y[-1]
+        return y
+
+
+def fast_stepper(model: Any) -> Streamer:
+    """The fastest streamer for a ``DeepWiener`` model: compiled when every part is supported and numba runs, else
+    the ``TorchStreamer``.
+
+    For inference: dropout is not applied. The export is a snapshot of the current parameters; build a new
+    streamer after training further. One streamer holds one state: use one per thread.
+    """
+    try:
+        params = flatten(model)
+    except _Unsupported as exc:
+        logger.info("fast_stepper: %s is not compiled; streaming through model.stepper()", exc)
+        return TorchStreamer(model)
+    if numba_runtime.resolve("auto", "cpu", stream_kernel.KERNELS, fallback="torch stepper") != "compiled":
+        return TorchStreamer(model)
+    return CompiledStreamer(model, params)
