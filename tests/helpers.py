@@ -1,14 +1,19 @@
-"""Shared helpers for the tests: building layers with slow poles, random states, code run without numba."""
+"""Shared helpers for the tests: building layers with slow poles, random states, code run without numba, crafted
+model files."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import safetensors.torch
 import torch
 
+from deepwiener import io
 from deepwiener.layers import LAYERS, LTILayer, make_layer
 
 LAYER_NAMES = tuple(name for name, cls in LAYERS.items() if issubclass(cls, LTILayer))
@@ -51,3 +56,20 @@ def run_without_numba(code: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     subprocess.run([sys.executable, "-c", "import sys; sys.modules['numba'] = None\n" + code], check=True, env=env,
                    timeout=120)
+
+
+def reseal(path: Path, target: Path | None = None, tensors: dict[str, torch.Tensor] | None = None,
+           **changes: str | None) -> Path:
+    """Rewrite a model file with other tensors and metadata entries (None: removed), sealed anew: a crafted file
+    that passes the seal, to test the checks behind it. Written to ``target`` (default: ``path`` itself)."""
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    meta = json.loads(path.read_bytes()[8 : 8 + header_len])["__metadata__"]
+    meta.pop("seal", None)
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    target = target or path
+    target.write_bytes(io._serialize(meta, tensors if tensors is not None else safetensors.torch.load_file(path)))
+    return target

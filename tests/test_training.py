@@ -61,7 +61,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path) -> None:
         pass
 
     def interrupt(info) -> None:
-        if info.epoch == 1:
+        if info.epoch == 2:  # after the second epoch
             raise Stop
 
     ckpt = tmp_path / "checkpoint.pt"
@@ -72,7 +72,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path) -> None:
     resumed = small_model()
     result = fit(resumed, data, TrainConfig(**{**CONFIG.to_dict(), "epochs": 4}), checkpoint=ckpt)
     assert not ckpt.exists()
-    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     for pa, pb in zip(full.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
 
@@ -162,12 +162,12 @@ def test_a_blown_up_epoch_restarts_with_half_the_learning_rate(caplog) -> None:
     clean, recovered = small_model(), small_model()
     config = TrainConfig(**{**CONFIG.to_dict(), "schedule": "constant", "val_fraction": 0.2})
     fit(clean, data, config)
-    log = _blow_up_in_training(recovered, {4})  # 3 batches per epoch here: the second batch of epoch 1
+    log = _blow_up_in_training(recovered, {4})  # 3 batches per epoch here: the second batch of epoch 2
     with caplog.at_level("WARNING", logger="deepwiener.training"):
         result = fit(recovered, data, config)
-    assert "at epoch 1: epoch restarted with the learning rate halved (1 of 3" in caplog.text
+    assert "in epoch 2: the epoch restarts with the learning rate halved (1 of 3" in caplog.text
     assert [h["lr"] for h in result.history] == [config.lr, config.lr / 2, config.lr / 2]
-    assert result.epochs_run == config.epochs and len(log) == 3 + 2 + 3 + 3  # epoch 1 ran twice, the first time
+    assert result.epochs_run == config.epochs and len(log) == 3 + 2 + 3 + 3  # epoch 2 ran twice, the first time
     # up to its blown-up batch
     assert all(torch.isfinite(p).all() for p in recovered.parameters())
     assert not all(torch.equal(a, b) for a, b in zip(clean.parameters(), recovered.parameters(), strict=True))

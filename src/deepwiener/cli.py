@@ -26,7 +26,6 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from deepwiener import analysis, plots
@@ -35,14 +34,16 @@ from deepwiener import demo as demo_mod
 from deepwiener import report as report_mod
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
-from deepwiener.data.readers import load_variables
+from deepwiener.data.readers import as_vector, load_variables
 from deepwiener.errors import ConfigError, DataError, DeepWienerError
 from deepwiener.evaluation import Metrics, evaluate_all, input_reach
-from deepwiener.io import atomic_write, load, read_info, save
+from deepwiener.files import STDOUT, write_file
+from deepwiener.io import load, read_info, save
 from deepwiener.layers import LAYERS
 from deepwiener.models import MODEL_KINDS, Ensemble
+from deepwiener.progress import TrainingProgress
 from deepwiener.runs import RunDir, describe, evaluation_data, merge_descriptions, resolve_target, train_run
-from deepwiener.training import EpochInfo
+from deepwiener.training import EpochInfo, FitResult, TrainConfig
 
 logger = logging.getLogger(__name__)
 PROGRESS_LINE_SECONDS = 5.0
@@ -98,20 +99,25 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the data, the model and the training.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run that is not a demo.")] = False,
 ) -> None:
-    """Offline demo: identify a simulated Wiener-Hammerstein system; compare with the best linear model."""
+    """Offline demo: identify a simulated Wiener-Hammerstein system; compare with the best linear model. The run
+    folder is a complete run (its records are in OUT/data), which evaluate, inspect and report take."""
     start = time.monotonic()
-    with RunDir.create(out, kind="demo", force=force) as run:
+    cfg = demo_mod.run_config((out / "data").absolute(), max_minutes=max_minutes, seed=seed, epochs=epochs)
+    with RunDir.create(out, config=cfg, kind="demo", force=force) as run:
         ctx.ensure_object(Session).log_path = run.log_path
-        with _progress(epochs) as on_epoch:
-            result = demo_mod.run_demo(max_minutes=max_minutes, seed=seed, epochs=epochs, on_epoch=on_epoch)
-        save(result.model, run.model_path, extra={"data": "deepwiener demo", "u_names": ["u"], "y_names": ["y"]})
-        run.write_history(result.fit_result.history)
-        run.write_json("metrics.json", result.metrics)
-        _write_plots(run, result.fit_result.history,
-                     {"test": (result.test, {"deep Wiener": result.model, "best linear": result.linear})},
-                     demo_mod.INIT_WINDOW)
-    _print_metrics(result.metrics, f"demo test record ({result.test.n_samples} samples): model comparison")
-    stdout.print(f"done in {time.monotonic() - start:.0f} s; plots and model in {out}")
+        demo_mod.write_records(run.file("data"), seed)
+        data = cfg.data.load()
+        with _progress(cfg.train) as on_epoch:
+            outcome = train_run(run, cfg, data, on_epoch)
+        linear = demo_mod.best_linear_model(data)
+        _write_plots(run, outcome.result.history,
+                     {name: (test, {"deep Wiener": outcome.model, "best linear": linear})
+                      for name, test in data.tests.items()}, data.init_window)
+        comparison = {"deep Wiener": outcome.metrics["test"], "best linear": evaluate_all(linear, data)["test"]}
+        run.write_json("comparison.json", comparison)
+    _print_stopped(outcome.result)
+    _print_metrics(comparison, f"demo test record ({data.tests['test'].n_samples} samples): model comparison")
+    stdout.print(f"done in {time.monotonic() - start:.0f} s; plots, data and model in {out}")
 
 
 @app.command(epilog="Examples: deepwiener train --benchmark silverbox --layer lru --d-model 16 --n-layers 4 "
@@ -127,6 +133,12 @@ def train(
     y: YOpt = None,
     dt: DtOpt = None,
     init_window: InitOpt = None,
+    val_csv: Annotated[list[Path] | None, typer.Option(
+        "--val-csv", help="CSV file of a validation record, same columns (repeatable); default: the tail of the "
+        "training record.")] = None,
+    test_csv: Annotated[list[Path] | None, typer.Option(
+        "--test-csv", help="CSV file of a test record, same columns (repeatable); default: the training file "
+        "itself, an in-sample fit.")] = None,
     model_kind: Annotated[str | None, typer.Option(
         "--model", help=f"Model kind: {', '.join(MODEL_KINDS)} (default deepwiener).")] = None,
     layer: Annotated[str | None, typer.Option(help=f"Layer: {', '.join(LAYERS)}.")] = None,
@@ -153,7 +165,8 @@ def train(
     """Train a deep Wiener model (or an lfr nonlinear feedback model, or an lstm, gru or linear baseline) and
     write a run directory; benchmarks are evaluated on every test set."""
     cfg = config_mod.resolve(config, {
-        "data": _data_flags(benchmark, csv, u, y, dt, init_window),
+        "data": {**_data_flags(benchmark, csv, u, y, dt, init_window), "val_csv": _paths(val_csv),
+                 "test_csv": _paths(test_csv)},
         "model": {"kind": model_kind, "layer": layer, "d_model": d_model, "d_state": d_state, "n_layers": n_layers,
                   "nonlinearity": nonlinearity, "hidden": hidden, "n_x": n_x, "n_w": n_w, "integrator": integrator,
                   "seed": seed},
@@ -163,16 +176,16 @@ def train(
     out = out or Path("runs") / f"{data.name.replace(' ', '_')}-{cfg.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunDir.create(out, config=cfg, force=force) as run:
         ctx.ensure_object(Session).log_path = run.log_path
-        with _progress(cfg.train.epochs) as on_epoch:
+        with _progress(cfg.train) as on_epoch:
             outcome = train_run(run, cfg, data, on_epoch)
         _write_plots(run, outcome.result.history,
                      {name: (test, {outcome.model.title or cfg.kind: outcome.model})
                       for name, test in data.tests.items()},
                      data.init_window)
-    stdout.print(f"stopped after {outcome.result.epochs_run} epochs ({outcome.result.stopped}); "
-                 f"best epoch {outcome.result.best_epoch}")
-    _print_metrics(outcome.metrics, f"{data.name}: test metrics")
-    _print_input_reach(read_info(run.model_path)["extra"], data)  # the range the model file stores
+    _print_stopped(outcome.result)
+    _print_metrics(outcome.metrics, f"{data.name}: {_metrics_title(data)}")
+    _print_input_reach(read_info(run.model_path)["extra"],  # the range the model file stores
+                       {name: test.u for name, test in data.tests.items()})
     stdout.print(f"run written to {out}")
 
 
@@ -191,20 +204,22 @@ def evaluate(
 ) -> None:
     """Evaluate a model by the official protocol (free-run simulation; errors after the init window)."""
     model_path, run = resolve_target(target)
-    data = evaluation_data(run, _given_data(_data_flags(benchmark, csv, u, y, dt, init_window)))
+    given = _given_data(_data_flags(benchmark, csv, u, y, dt, init_window))
+    data = evaluation_data(run, given)
     results = evaluate_all(load(model_path), data, segments)
-    _print_metrics(results, f"{target} on {data.name}")
+    own = " (its training data: an in-sample fit)" if given is None and data.in_sample else ""
+    _print_metrics(results, f"{target} on {data.name}{own}")
     _print_segments(results)
-    _print_input_reach(read_info(model_path)["extra"], data)
+    _print_input_reach(read_info(model_path)["extra"], {name: test.u for name, test in data.tests.items()})
     if json_path is not None:
-        atomic_write(json_path, json.dumps(results, indent=2) + "\n")
+        write_file(json_path, json.dumps(results, indent=2) + "\n")
 
 
 @app.command(epilog="Example: deepwiener simulate runs/rig --csv new_input.csv --u V1 --out y_hat.csv")
 def simulate(
     target: Annotated[Path, typer.Argument(help="Run directory or model file.", show_default=False)],
     csv: Annotated[Path, typer.Option("--csv", help="Input file (CSV with a header row).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="Output CSV file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV file ('-': standard output).", show_default=False)],
     u: UOpt = None,
     dt: Annotated[float | None, typer.Option(help="Sampling time of the input in seconds (checked).")] = None,
     time_column: Annotated[str | None, typer.Option("--time", help="Time column; its step is checked.")] = None,
@@ -224,8 +239,10 @@ def simulate(
     names = info["extra"].get("y_names") or [f"y{k + 1}" for k in range(y_hat.shape[1])]
     table = np.column_stack([np.arange(len(y_hat)) * model.dt, y_hat])
     lines = [",".join(["time", *names])] + [",".join(f"{v:.10g}" for v in row) for row in table]
-    atomic_write(out, "\n".join(lines) + "\n")
-    stdout.print(f"wrote {len(y_hat)} samples of {', '.join(names)} to {out}")
+    write_file(out, "\n".join(lines) + "\n")
+    console = stderr if str(out) == STDOUT else stdout  # the table may be standard output itself
+    _print_input_reach(info["extra"], {csv.name: inputs}, console)
+    console.print(f"wrote {len(y_hat)} samples of {', '.join(names)} to {out}")
 
 
 @app.command(epilog="Example: deepwiener ensemble runs/sb-seed0 runs/sb-seed1 runs/sb-seed2 --out sb-ensemble.dw")
@@ -267,9 +284,9 @@ def inspect(
     inspection = report_mod.inspect_model(model, data)
     figures = inspection.figures()
     for name, figure in figures.items():
-        atomic_write(out / f"{name}.png", plots.png_bytes(figure))
+        write_file(out / f"{name}.png", plots.png_bytes(figure))
     if json_path is not None:
-        atomic_write(json_path, json.dumps(inspection.to_dict(), indent=2) + "\n")
+        write_file(json_path, json.dumps(inspection.to_dict(), indent=2) + "\n")
     stdout.print(_table(f"{target}: the LTI part of each block", report_mod.BLOCKS_HEADER,
                         report_mod.block_rows(inspection), left=("layer", "certificate")))
     for line in inspection.certificate.summary():
@@ -326,13 +343,24 @@ def report(
     """Write one self-contained HTML page about a run: metrics, training, simulations, analysis, config."""
     run = RunDir.open(target)
     page = report_mod.render_report(run)
-    path = atomic_write(out or run.file("report.html"), page)
+    path = write_file(out or run.file("report.html"), page)
     stdout.print(f"report written to {path} ({len(page.encode()) / 1e6:.2f} MB)")
 
 
 def _columns(names: str | None) -> tuple[str, ...] | None:
     """``"V1, V2"`` -> ``("V1", "V2")``; None stays None."""
     return None if names is None else tuple(n.strip() for n in names.split(",") if n.strip())
+
+
+def _paths(paths: Sequence[Path] | None) -> tuple[str, ...] | None:
+    """Absolute file names of a repeatable path option; None when not given."""
+    return tuple(os.path.abspath(p) for p in paths) if paths else None
+
+
+def _metrics_title(data: Benchmark) -> str:
+    """What the metrics on ``data.tests`` measure: held-out test records, or the fit to the training data."""
+    return "fit on the training data (in-sample; give --test-csv for held-out data)" if data.in_sample \
+        else "test metrics"
 
 
 def _data_flags(benchmark: str | None, csv: Path | None, u: str | None, y: str | None, dt: float | None,
@@ -360,10 +388,10 @@ def _read_inputs(path: Path, columns: Sequence[str], time_column: str | None) ->
     """Read input columns (and optionally a time column) of a file; return (u (T, n_u), time step or None).
 
     Raises:
-        DataError: unreadable file, unknown column, NaN/inf, or a non-uniform time column.
+        DataError: unreadable file, unknown column, no samples, NaN/inf, or a non-uniform time column.
     """
     arrays = load_variables(path, [*columns, *([time_column] if time_column else [])])
-    u = np.column_stack([np.asarray(arrays[c], dtype=np.float64).reshape(-1) for c in columns])
+    u = np.column_stack([as_vector(arrays, c, path) for c in columns])
     bad = ~np.isfinite(u)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -378,24 +406,15 @@ def _read_inputs(path: Path, columns: Sequence[str], time_column: str | None) ->
 
 
 @contextmanager
-def _progress(total: int) -> Iterator[Callable[[EpochInfo], None]]:
-    """A rich progress bar on stderr (a plain line every few seconds when stderr is not a terminal); yields
-    the ``on_epoch`` callback for ``fit``. Every epoch is also logged (run.log)."""
-    columns = (TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-               TimeElapsedColumn())
-    last_line = -float("inf")
-    with Progress(*columns, console=stderr, transient=True) as progress:
-        task = progress.add_task("train", total=total, stats="")
+def _progress(config: TrainConfig) -> Iterator[Callable[[EpochInfo], None]]:
+    """The training progress on stderr (``progress.TrainingProgress``: a bar on a terminal, else a line every
+    few seconds); yields the ``on_epoch`` callback for ``fit``. Every epoch is also logged (run.log)."""
+    budget = config.max_minutes * 60 if config.max_minutes else None
+    with TrainingProgress(config.epochs, budget, line_seconds=PROGRESS_LINE_SECONDS, console=stderr) as display:
 
         def on_epoch(info: EpochInfo) -> None:
-            nonlocal last_line
-            stats = (f"loss {info.train_loss:.4g}  val RMSE {info.val_rmse:.4g}{' (best)' if info.best else ''}"
-                     f"  lr {info.lr:.2g}")
-            progress.update(task, completed=info.epoch + 1, stats=stats)
-            logger.info("epoch %d: %s", info.epoch, stats)
-            if not stderr.is_terminal and time.monotonic() - last_line >= PROGRESS_LINE_SECONDS:
-                last_line = time.monotonic()
-                stderr.print(f"epoch {info.epoch + 1}/{total} ({info.seconds:.0f} s): {stats}", soft_wrap=True)
+            display.update(info)
+            logger.info("epoch %d: %s", info.epoch, display.last_stats)
 
         yield on_epoch
 
@@ -421,6 +440,17 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], lef
     return table
 
 
+def _times(factor: float) -> str:
+    """A factor for a note: two decimals, or three significant digits when it is large."""
+    return f"{factor:.2f}" if factor < 1e3 else f"{factor:.3g}"
+
+
+def _print_stopped(result: FitResult) -> None:
+    """Why training stopped (the epoch budget, the time budget, early stopping) and the epoch kept."""
+    kept = f"epoch {result.best_epoch}" if result.best_epoch else "the model before training (epoch 0)"
+    stdout.print(f"stopped after {result.epochs_run} epochs ({result.stopped}); kept {kept}, the best on validation")
+
+
 def _print_metrics(results: Mapping[str, Metrics], title: str) -> None:
     stdout.print(_table(title, report_mod.METRICS_HEADER, report_mod.metrics_rows(results), left=("test", "unit")))
     for name, m in results.items():
@@ -442,29 +472,42 @@ def _print_segments(results: Mapping[str, Metrics]) -> None:
                          soft_wrap=True, markup=False)
 
 
-def _print_input_reach(extra: Mapping[str, Any], data: Benchmark) -> None:
-    """A note for each test record whose input leaves the training inputs' range (stored in the model file by
-    ``runs.describe``; older files without it get no note). Call it after evaluating, which checks n_u."""
+def _print_input_reach(extra: Mapping[str, Any], inputs: Mapping[str, np.ndarray], console: Console = stdout) -> None:
+    """A note for each input record (name -> (T, n_u)) that leaves the training inputs' range (stored in the model
+    file by ``runs.describe``; older files without it get no note). Call it after simulating, which checks n_u."""
     if "u_low" not in extra or "u_high" not in extra:
         return
-    for name, test in data.tests.items():
-        reach = input_reach(test.u, np.array(extra["u_low"]), np.array(extra["u_high"]))
+    for name, u in inputs.items():
+        reach = input_reach(u, np.array(extra["u_low"]), np.array(extra["u_high"]))
         if reach.outside > 0:
-            stdout.print(f"note: the input of {name!r} leaves the training inputs' range on "
-                         f"{100 * reach.outside:.2g} % of its samples, up to {reach.reach:.2f} times the range's "
+            console.print(f"note: the input of {name!r} leaves the training inputs' range on "
+                         f"{100 * reach.outside:.2g} % of its samples, up to {_times(reach.reach)} times the range's "
                          "half-width from its centre: the model extrapolates there", soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: run the command line with the error boundary; exits with the command's status."""
+    """Entry point: run the command line with the error boundary; exits with the command's status.
+
+    A ``DeepWienerError`` or an operating-system error (a file that cannot be read or written) is one ``error:``
+    line and exit code 2; Ctrl-C says what was interrupted and how to resume, exit code 130; anything else is an
+    internal error, exit code 1, its traceback in the log. Library warnings are shown as ``warning:`` lines.
+    """
     session = Session()
+    warnings = _WarningLines()
+    package = logging.getLogger("deepwiener")
+    package.addHandler(warnings)
     try:
         typer.main.get_command(app).main(args=argv, prog_name="deepwiener", obj=session)
-    except DeepWienerError as exc:
+    except (DeepWienerError, OSError) as exc:
         if session.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {_one_line(exc) if isinstance(exc, DeepWienerError) else _os_error(exc)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        where = (f": the run in {session.log_path.parent} is marked failed, and the same command resumes it from its "
+                 "last epoch" if session.log_path is not None else "")
+        print(f"\ninterrupted{where}", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:
         log = session.log_path or _error_log()
         if session.log_path is None:
@@ -476,6 +519,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"internal error: {type(exc).__name__}: {_one_line(exc)} (traceback in {log}; --debug shows it)",
               file=sys.stderr)
         sys.exit(1)
+    finally:
+        package.removeHandler(warnings)
+
+
+class _WarningLines(logging.Handler):
+    """Library warnings as ``warning: ...`` lines on stderr (the run log keeps every record)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.addFilter(lambda record: record.levelno == logging.WARNING)  # errors reach the user as ``error:``
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stderr.print(f"warning: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _os_error(exc: OSError) -> str:
+    """An operating-system error in one line, naming the file: "cannot read|write PATH: cause"."""
+    names = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    return f"{names}: {exc.strerror or exc}" if names else _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:

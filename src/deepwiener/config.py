@@ -31,7 +31,7 @@ from typing import Any
 
 import tomli_w
 
-from deepwiener.data import BENCHMARKS, Benchmark, load_benchmark, read_csv
+from deepwiener.data import BENCHMARKS, Benchmark, IOData, load_benchmark, read_csv
 from deepwiener.errors import ConfigError, unknown_name
 from deepwiener.models import Model, build_model, resolve_name
 from deepwiener.training import TrainConfig
@@ -46,7 +46,9 @@ class DataConfig:
 
     Attributes:
         benchmark: a name in ``BENCHMARKS`` (official train/test split), or None.
-        csv: path of a CSV file with a header row, or None.
+        csv: path of a CSV file with a header row (the training record), or None.
+        val_csv: CSV files of validation records (same columns); none: ``fit`` holds out the training record's tail.
+        test_csv: CSV files of test records (same columns); none: the training record is evaluated (in-sample).
         u: input column names of the CSV file.
         y: output column names of the CSV file.
         dt: sampling time of the CSV file in seconds.
@@ -57,6 +59,8 @@ class DataConfig:
 
     benchmark: str | None = None
     csv: str | None = None
+    val_csv: tuple[str, ...] = ()
+    test_csv: tuple[str, ...] = ()
     u: tuple[str, ...] = ()
     y: tuple[str, ...] = ()
     dt: float | None = None
@@ -64,8 +68,8 @@ class DataConfig:
     y_unit: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "u", tuple(self.u))
-        object.__setattr__(self, "y", tuple(self.y))
+        for name in ("u", "y", "val_csv", "test_csv"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if (self.benchmark is None) == (self.csv is None):
             raise ConfigError("give the data as exactly one of --benchmark NAME or --csv FILE "
                               f"(got benchmark={self.benchmark!r}, csv={self.csv!r})")
@@ -79,12 +83,21 @@ class DataConfig:
                                   "names, sampling time in seconds)")
         if self.init_window < 0:
             raise ConfigError(f"init_window must be >= 0 samples, got {self.init_window}")
+        if self.csv is None and (self.val_csv or self.test_csv):
+            raise ConfigError("--val-csv and --test-csv go with --csv (a benchmark brings its own records)")
+        channels = [*self.u, *self.y]
+        repeated = sorted({name for name in channels if channels.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"column(s) {repeated} named more than once in --u/--y: each channel is an input or an "
+                              "output, once")
 
     def load(self) -> Benchmark:
         """Load the data as a :class:`Benchmark`.
 
-        A CSV file becomes a one-record benchmark: ``train`` is the record, ``tests`` maps the file stem to
-        the same record (so evaluating it measures the fit on that file), ``init_window`` is this config's.
+        A CSV file becomes a benchmark: ``train`` is its record, ``val`` the records of ``val_csv``, and
+        ``tests`` the records of ``test_csv`` by file stem; without test files, ``tests`` maps the file stem to the
+        training record itself (``in_sample``: evaluating it measures the fit on that file). ``init_window`` is
+        this config's.
 
         Raises:
             DataError: missing or unreadable files, unknown columns, invalid values (NaN/inf, dt <= 0, ...).
@@ -92,9 +105,15 @@ class DataConfig:
         if self.benchmark is not None:
             return load_benchmark(self.benchmark)
         assert self.dt is not None  # checked in __post_init__
-        record = read_csv(self.csv, self.u, self.y, self.dt, y_unit=self.y_unit)
-        return Benchmark(name=record.name, train=(record,), tests=MappingProxyType({record.name: record}),
-                         init_window=self.init_window, unit=self.y_unit, scale=1.0)
+
+        def read(path: str) -> IOData:
+            return read_csv(path, self.u, self.y, self.dt, y_unit=self.y_unit)
+
+        record = read(self.csv)
+        tests = {rec.name: rec for rec in map(read, self.test_csv)} or {record.name: record}
+        return Benchmark(name=record.name, train=(record,), tests=MappingProxyType(tests),
+                         init_window=self.init_window, unit=self.y_unit, scale=1.0,
+                         val=tuple(map(read, self.val_csv)), in_sample=not self.test_csv)
 
 
 @dataclasses.dataclass(frozen=True)

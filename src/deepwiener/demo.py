@@ -13,21 +13,26 @@ The true system (sampling time ``DT`` = 1 ms)::
 The input is a random-phase multisine over the band 0 to 0.2 x Nyquist (seeded), scaled to unit standard
 deviation, so the static map is driven well into saturation. Training, validation and test records are
 independent realisations.
+
+``deepwiener demo`` writes the three records as CSV files into its run folder (``data/``) and trains on them like
+``deepwiener train --csv data/train.csv --val-csv data/val.csv --test-csv data/test.csv``, with :func:`run_config`,
+so the demo's folder is an ordinary complete run: ``evaluate``, ``inspect`` and ``report`` take it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import scipy.signal
 
-from deepwiener.data import IOData
-from deepwiener.evaluation import Metrics, evaluate
-from deepwiener.identification import best_linear
-from deepwiener.models import DeepWiener, LinearModel
-from deepwiener.training import EpochInfo, FitResult, TrainConfig, fit
+from deepwiener.config import RunConfig, resolve
+from deepwiener.data import Benchmark, IOData, ValidationRecord
+from deepwiener.files import write_file
+from deepwiener.identification import identify_linear
+from deepwiener.models import LinearModel
+from deepwiener.training import TrainConfig
 
 DT = 1e-3
 """Sampling time of the simulated system, in seconds."""
@@ -38,9 +43,10 @@ NOISE_LEVEL = 0.01
 INIT_WINDOW = 100
 """Samples at the start of the test record not counted in the errors (transient from the zero state)."""
 
-MODEL = {"layer": "lru", "d_model": 8, "d_state": 8, "n_layers": 2, "nonlinearity": "gelu",
-         "layer_options": {"r_min": 0.7, "r_max": 0.99}}
-"""Architecture of the demo's deep Wiener model (keywords of ``DeepWiener``)."""
+MODEL = MappingProxyType({"layer": "lru", "d_model": 8, "d_state": 8, "n_layers": 2, "nonlinearity": "gelu"})
+"""Architecture of the demo's deep Wiener model (the ``[model]`` table)."""
+LAYER = MappingProxyType({"r_min": 0.7, "r_max": 0.99})
+"""Its layer options (the ``[layer]`` table)."""
 
 TRAIN = TrainConfig(window=256, washout=64, batch_size=16, epochs=300, lr=1e-2, patience=None, seed=0)
 """Training options of the demo; ``max_minutes`` is set by :func:`run_demo`."""
@@ -102,42 +108,28 @@ def make_data(seed: int = 0, n_train: int = 6000, n_val: int = 2000, n_test: int
     return records[0], records[1], records[2]
 
 
-@dataclass(frozen=True)
-class DemoResult:
-    """Outcome of :func:`run_demo`.
-
-    Attributes:
-        model: the trained deep Wiener model.
-        linear: the best linear state-space model (N4SID, order chosen on the validation record).
-        fit_result: the training history of the deep model.
-        test: the test record.
-        metrics: ``{"deep Wiener": Metrics, "best linear": Metrics}`` on the test record.
-    """
-
-    model: DeepWiener
-    linear: LinearModel
-    fit_result: FitResult
-    test: IOData
-    metrics: dict[str, Metrics]
+def write_records(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """Write the demo's records (:func:`make_data`) as CSV files ``train.csv``, ``val.csv``, ``test.csv`` (columns
+    ``u`` and ``y``) into ``folder``; their paths by name."""
+    paths = {}
+    for name, record in zip(("train", "val", "test"), make_data(seed), strict=True):
+        rows = "".join(f"{u!r},{y!r}\n" for u, y in zip(record.u[:, 0].tolist(), record.y[:, 0].tolist(), strict=True))
+        paths[name] = write_file(folder / f"{name}.csv", "u,y\n" + rows)
+    return paths
 
 
-def run_demo(max_minutes: float = 0.75, seed: int = 0, epochs: int = TRAIN.epochs,
-             on_epoch: Callable[[EpochInfo], None] | None = None) -> DemoResult:
-    """Identify the demo system with a deep Wiener model and with the best linear model; test both.
+def run_config(folder: Path, max_minutes: float = 0.75, seed: int = 0, epochs: int = TRAIN.epochs) -> RunConfig:
+    """The run configuration of the demo: its records in ``folder`` (:func:`write_records`), its model, and
+    :data:`TRAIN` with the budget and seed."""
+    data = {"csv": str(folder / "train.csv"), "val_csv": (str(folder / "val.csv"),),
+            "test_csv": (str(folder / "test.csv"),), "u": ("u",), "y": ("y",), "dt": DT,
+            "init_window": INIT_WINDOW, "y_unit": "V"}
+    train = {**TRAIN.to_dict(), "max_minutes": max_minutes, "seed": seed, "epochs": epochs}
+    return resolve(None, {"data": data, "model": {**MODEL, "seed": seed}, "layer": dict(LAYER), "train": train})
 
-    Args:
-        max_minutes: training time budget of the deep model.
-        seed: seed of the data, the model initialisation and the training.
-        epochs: maximum number of training epochs (training stops at whichever limit comes first).
-        on_epoch: progress callback of the training.
 
-    Returns:
-        The models, the training history, the test record and the test metrics.
-    """
-    train, val, test = make_data(seed)
-    linear = LinearModel.from_state_space(best_linear([train], val, orders=(2, 4, 6, 8), n_skip=INIT_WINDOW)[0])
-    model = DeepWiener(n_u=1, n_y=1, seed=seed, **MODEL)
-    config = TrainConfig(**{**TRAIN.to_dict(), "max_minutes": max_minutes, "seed": seed, "epochs": epochs})
-    result = fit(model, [train], config, val=[val], on_epoch=on_epoch)
-    metrics = {"deep Wiener": evaluate(model, test, INIT_WINDOW), "best linear": evaluate(linear, test, INIT_WINDOW)}
-    return DemoResult(model, linear, result, test, metrics)
+def best_linear_model(data: Benchmark) -> LinearModel:
+    """The best linear model of the demo data (N4SID of orders up to 8, the order chosen on the validation record),
+    the model the deep one is compared with."""
+    validation = [ValidationRecord(record, INIT_WINDOW) for record in data.val]
+    return LinearModel.from_state_space(identify_linear(data.train, validation, max_order=8))

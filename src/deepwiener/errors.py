@@ -28,6 +28,10 @@ class ModelFileError(DeepWienerError):
     """A model or run file that cannot be read (corrupt, truncated, foreign, wrong version)."""
 
 
+class WriteError(DeepWienerError, OSError):
+    """A file that cannot be written (disk full, read-only file system, no permission, ...); names the path."""
+
+
 def unknown_name(kind: str, name: object, valid: Iterable[str]) -> ConfigError:
     """Build a ConfigError for an unknown name, listing the valid ones and a close match.
 

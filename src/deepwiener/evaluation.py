@@ -96,6 +96,9 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
         raise DataError(f"init_window must be an integer in [0, {len(data)}) for record {data.name!r} "
                         f"({len(data)} samples); got {init_window!r}")
     n_counted = len(data) - init_window
+    if n_counted < 2:
+        raise DataError(f"record {data.name!r} has {len(data)} samples: after the init window of {init_window} that "
+                        f"leaves {n_counted} to score; errors need at least 2")
     if not is_integer_in(segments, 0, n_counted):
         raise ConfigError(f"segments must be an integer in [0, {n_counted}] for record {data.name!r} ({n_counted} "
                           f"samples counted); got {segments!r}")

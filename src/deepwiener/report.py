@@ -43,6 +43,8 @@ SECTIONS: dict[str, str] = {
     "config": "Resolved configuration",
 }
 """The sections of every report page: ``<section id=KEY>`` with the title as its heading."""
+IN_SAMPLE_TITLE = "Fit on the training data (in-sample: no held-out test records)"
+"""The metrics section's title when the run's test records are its training records (a CSV run without tests)."""
 
 ANALYSIS_FIGURES: dict[str, str] = {
     "pole_zero": "Pole-zero maps",
@@ -243,7 +245,8 @@ def render_report(run: RunDir) -> str:
         "certificate": _pre(inspection.certificate.summary()) if inspection else no_blocks,
         "config": _pre(run.file("config.toml").read_text("utf-8").splitlines()),
     }
-    sections = {key: (title, bodies[key]) for key, title in SECTIONS.items()}
+    titles = {**SECTIONS, "metrics": IN_SAMPLE_TITLE} if data.in_sample else SECTIONS
+    sections = {key: (title, bodies[key]) for key, title in titles.items()}
     if run.file("reduction.json").exists():
         summary = json.loads(run.file("reduction.json").read_text(encoding="utf-8"))
         blocks, tests = reduction_rows(summary)

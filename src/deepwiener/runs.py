@@ -10,10 +10,14 @@ Layout of ``runs/<name>/``::
     run.log         the log of the run (tracebacks of failures included)
     checkpoint.pt   resume checkpoint while training (removed at the end)
     status.json     written first as "running" and last as "complete" or "failed"
+    run.lock        while a process writes the run: its pid, host and start time (``files.LockFile``)
 
-Every file is written atomically (temporary file + ``os.replace``). Commands that read a run
-(:meth:`RunDir.open`) refuse it unless its status is "complete"; :meth:`RunDir.create` refuses to overwrite a
-complete or running run without ``force``.
+Every file is written completely or not at all (``files.write_file``). One process at a time writes a run: it
+holds the run's lock from :meth:`RunDir.create` to the end of its ``with`` block, and a live lock refuses every
+other writer, ``force`` included. Commands that read a run (:meth:`RunDir.open`) refuse it unless its status is
+"complete". :meth:`RunDir.create` refuses to overwrite a complete run without ``force``; a run whose process is
+gone ("running" without a live lock, or "failed", as after Ctrl-C or a full disk) is resumed by the command that
+started it, from its checkpoint, when the configuration is the same.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ import numpy as np
 
 from deepwiener.config import DataConfig, RunConfig, resolve
 from deepwiener.data import Benchmark
-from deepwiener.errors import ConfigError, ModelFileError
+from deepwiener.errors import ConfigError, ModelFileError, WriteError
 from deepwiener.evaluation import Metrics, evaluate_all
-from deepwiener.io import atomic_write, save, versions
+from deepwiener.files import LockFile, SafeFileHandler, write_file
+from deepwiener.io import save, versions
 from deepwiener.models import Model
 from deepwiener.training import EpochInfo, FitResult, fit
 
@@ -44,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 Status = Literal["running", "complete", "failed"]
 _ARTIFACTS = ("config.toml", "model.dw", "metrics.json", "history.csv", "run.log", "checkpoint.pt", "plots")
+LOCK = "run.lock"
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_rmse", "lr", "seconds")
 
 
@@ -60,7 +66,8 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._handler: logging.Handler | None = None
+        self.lock = LockFile(self.path / LOCK)
+        self._handler: SafeFileHandler | None = None
         self._previous_level = logging.NOTSET
 
     def file(self, name: str) -> Path:
@@ -80,39 +87,60 @@ class RunDir:
     @classmethod
     def create(cls, path: str | Path, *, config: RunConfig | None = None, kind: str = "train",
                force: bool = False) -> RunDir:
-        """Start a run in ``path``: check it may be (over)written, clear old artifacts, mark it "running".
+        """Start a run in ``path``: take its lock, check it may be (over)written, clear old artifacts, mark it
+        "running". Use the result as a context manager, which releases the lock at its end.
 
-        A resume checkpoint of an unfinished run with the same resolved configuration is kept, so the same
-        command continues an interrupted run.
+        A resume checkpoint of an unfinished run (failed, or "running" with its process gone) with the same
+        resolved configuration is kept, so the same command continues an interrupted run.
 
         Args:
             path: the run folder (created if missing).
             config: the resolved configuration, written to ``config.toml``; None writes none.
-            kind: what produced the run ("train", "demo"); a complete run of kind "demo" may be overwritten
-                by another demo without ``force``.
-            force: overwrite a complete or running run.
+            kind: what produced the run ("train", "demo", "reduce"); a complete run of kind "demo" may be
+                overwritten by another demo without ``force``.
+            force: overwrite a complete run, or an interrupted one of another configuration.
 
         Raises:
-            ConfigError: ``path`` is a file, a non-empty folder that is not a run, or a complete/running run
-                and ``force`` is False.
+            ConfigError: ``path`` is a file, a non-empty folder that is not a run, a run that a live process is
+                writing (whatever ``force``), or a complete or interrupted run that ``force`` is needed for.
+            WriteError: the folder cannot be written.
         """
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise ConfigError(f"{run.path} exists and is not a directory")
-        previous = run.read_status() if run.file("status.json").exists() else None
-        if previous is None and run.path.is_dir() and any(run.path.iterdir()) and not force:
-            raise ConfigError(f"{run.path} is a non-empty folder that is not a run; choose another --out or use "
-                              "--force")
-        if previous is not None and not force and previous.get("status") in ("complete", "running") \
-                and not (previous.get("status") == "complete" and previous.get("kind") == kind == "demo"):
-            raise ConfigError(f"run {run.path} is {previous.get('status')}; use --force to overwrite it "
-                              "(a 'running' run may be in use by another process, or was killed)")
-        config_text = config.to_toml() if config is not None else None
-        run._clear(keep_checkpoint=config_text is not None and run._same_config(config_text))
-        run.set_status("running", kind=kind)
-        if config_text is not None:
-            atomic_write(run.file("config.toml"), config_text)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteError(f"cannot write {run.path}: {exc.strerror or exc}") from exc
+        run.lock.acquire(f"run {run.path}")
+        try:
+            previous = run.read_status() if run.file("status.json").exists() else None
+            if previous is None and any(p.name != LOCK for p in run.path.iterdir()) and not force:
+                raise ConfigError(f"{run.path} is a non-empty folder that is not a run; choose another --out or use "
+                                  "--force")
+            config_text = config.to_toml() if config is not None else None
+            same_config = config_text is not None and run._same_config(config_text)
+            run._check_overwrite(previous, kind, same_config, force)
+            run._clear(keep_checkpoint=same_config)
+            run.set_status("running", kind=kind)
+            if config_text is not None:
+                write_file(run.file("config.toml"), config_text)
+        except BaseException:
+            run.lock.release()
+            raise
         return run
+
+    def _check_overwrite(self, previous: Mapping[str, Any] | None, kind: str, same_config: bool, force: bool) -> None:
+        """Refuse to overwrite a complete run, or an interrupted one of another configuration, without ``force``."""
+        status = None if previous is None else previous.get("status")
+        if force or status is None:
+            return
+        if status == "complete" and not previous.get("kind") == kind == "demo":
+            raise ConfigError(f"run {self.path} is complete; use --force to overwrite it")
+        if status == "running" and not same_config:
+            raise ConfigError(f"run {self.path} was interrupted (it is marked running and its process is gone): the "
+                              "command that started it resumes it; use --force to start it over with this "
+                              "configuration")
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -159,15 +187,15 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> Path:
         """Write a text file in the run (atomically)."""
-        return atomic_write(self.file(name), text)
+        return write_file(self.file(name), text)
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         """Write a binary file in the run (atomically), e.g. ``plots/training.png``."""
-        return atomic_write(self.file(name), data)
+        return write_file(self.file(name), data)
 
     def write_json(self, name: str, content: Any) -> Path:
         """Write a JSON file in the run (atomically, indented)."""
-        return atomic_write(self.file(name), json.dumps(content, indent=2) + "\n")
+        return write_file(self.file(name), json.dumps(content, indent=2) + "\n")
 
     def write_history(self, history: Sequence[Mapping[str, float]]) -> Path:
         """Write history.csv, one row per epoch with the columns :data:`HISTORY_COLUMNS`."""
@@ -175,7 +203,7 @@ class RunDir:
         writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
-        return atomic_write(self.file("history.csv"), buffer.getvalue())
+        return write_file(self.file("history.csv"), buffer.getvalue())
 
     def read_history(self) -> list[dict[str, float]]:
         """The rows of history.csv (see :meth:`write_history`) as floats; [] when it is missing."""
@@ -186,7 +214,7 @@ class RunDir:
             return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
 
     def __enter__(self) -> RunDir:
-        self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        self._handler = SafeFileHandler(self.log_path)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         package = logging.getLogger("deepwiener")
         self._previous_level = package.level
@@ -203,7 +231,12 @@ class RunDir:
                 self.set_status("complete")
             else:
                 logger.error("run %s failed: %s", self.path, exc, exc_info=(exc_type, exc, tb))
-                self.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+                self.set_status("failed", error=reason)
+        except OSError as status_error:  # e.g. a full disk: the run stays "running", and its lock goes below
+            if exc is None:
+                raise
+            logger.error("could not mark run %s failed: %s", self.path, status_error)
         finally:
             package = logging.getLogger("deepwiener")
             if self._handler is not None:
@@ -211,6 +244,7 @@ class RunDir:
                 self._handler.close()
                 self._handler = None
             package.setLevel(self._previous_level)
+            self.lock.release()
 
     def _same_config(self, config_text: str) -> bool:
         path = self.file("config.toml")
@@ -218,7 +252,6 @@ class RunDir:
 
     def _clear(self, keep_checkpoint: bool) -> None:
         """Remove status.json first (so the run is never "complete" meanwhile), then old artifacts."""
-        self.path.mkdir(parents=True, exist_ok=True)
         self.file("status.json").unlink(missing_ok=True)
         for name in _ARTIFACTS:
             target = self.file(name)
@@ -266,7 +299,8 @@ def train_run(run: RunDir, config: RunConfig, data: Benchmark,
     first = data.train[0]
     model = config.build_model(first.n_u, first.n_y)
     logger.info("training %s (%d parameters) on %s", config.label, model.n_parameters, data.name)
-    result = fit(model, data.train, config.train, checkpoint=run.file("checkpoint.pt"), on_epoch=on_epoch)
+    result = fit(model, data.train, config.train, val=list(data.val) or None, checkpoint=run.file("checkpoint.pt"),
+                 on_epoch=on_epoch, progress=False)
     logger.info("stopped after %d epochs (%s); best epoch %d, validation RMSE %.6g", result.epochs_run,
                 result.stopped, result.best_epoch, result.best_val_rmse)
     save(model, run.model_path, extra=describe(data))

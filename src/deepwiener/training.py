@@ -29,11 +29,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
+import json
 import logging
 import math
-import os
+import pickle
+import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,9 +49,11 @@ from deepwiener.data import IOData, ValidationRecord, fit_scaler, make_windows, 
 from deepwiener.data.iodata import check_dt
 from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, is_integer_in, unknown_name
+from deepwiener.files import write_file
 from deepwiener.layers import LAYERS
 from deepwiener.models import Model
 from deepwiener.options import DictConfig
+from deepwiener.progress import TrainingProgress
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +145,32 @@ class TrainConfig(DictConfig):
             raise unknown_name("init", self.init, INITS)
 
 
+def available_device(name: str) -> torch.device:
+    """The torch device ``name`` if tensors can be made on it here.
+
+    Raises:
+        ConfigError: an invalid device name, or a device this machine or this torch build does not have (CUDA
+            without a GPU or without a CUDA build, ...).
+    """
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:  # torch's own errors for missing devices
+        raise ConfigError(f"device {name!r} is not available here: {' '.join(str(exc).split())}") from None
+    return device
+
+
 def _require(ok: bool, name: str, expected: str) -> None:
     if not ok:
         raise ConfigError(f"training option {name} must be {expected}")
 
 
 class EpochInfo(NamedTuple):
-    """What ``on_epoch`` receives after each epoch (val_rmse in physical units, mean over outputs)."""
+    """What ``on_epoch`` receives after each epoch (val_rmse in physical units, mean over outputs).
+
+    Epochs are counted from 1 everywhere (here, in ``FitResult``, history.csv, run.log and on screen); epoch 0 is
+    the model before training (its own or its linear start).
+    """
 
     epoch: int
     train_loss: float
@@ -157,7 +182,17 @@ class EpochInfo(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class FitResult:
-    """Outcome of ``fit``: per-epoch history, the best epoch and why training stopped."""
+    """Outcome of ``fit``: per-epoch history, the best epoch and why training stopped.
+
+    Attributes:
+        history: one row per epoch (``epoch`` counted from 1, ``train_loss``, ``val_rmse``, ``lr``, ``seconds``).
+        best_epoch: the epoch whose parameters the model holds; 0 when no epoch validated better than the model
+            before training.
+        best_val_rmse: its validation RMSE.
+        epochs_run: epochs run.
+        seconds: training time.
+        stopped: why training stopped ("epochs", "time budget", "early stopping", or what was identified).
+    """
 
     history: list[dict[str, float]]
     best_epoch: int
@@ -255,6 +290,7 @@ def fit(
     val: Sequence[IOData] | None = None,
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[EpochInfo], None] | None = None,
+    progress: bool | None = None,
 ) -> FitResult:
     """Train ``model`` in place by minimising the simulation error on windows of the training records, or, for a
     kind whose ``trainer`` is "identify" (the linear model), identify it from the training records.
@@ -267,6 +303,8 @@ def fit(
         val: validation records; default: the tail ``val_fraction`` of each training record.
         checkpoint: resume file; training resumes from it if it exists, and it is removed at the end.
         on_epoch: called after every epoch with an ``EpochInfo``.
+        progress: show a progress display on stderr (epochs, loss, validation, time left:
+            ``progress.TrainingProgress``); None: only when stderr is an interactive terminal.
 
     Returns:
         FitResult; the model holds the parameters of the best validation epoch.
@@ -296,17 +334,36 @@ def fit(
     stats = fit_scaler(train_parts)
     model.set_scaler(*(fit_scaler(train_parts, increments=True) if model.integrates_output else stats))
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    device = torch.device(config.device)
+    device = available_device(config.device)
     loss_scale = torch.as_tensor(stats.y_std, dtype=dtype, device=device)  # (n_y,) the output's std
     model.to(device=device, dtype=dtype)
     if config.init == "linear":
         model.start_linear(train_parts, val_parts)
+    for record, part in zip(records, train_parts, strict=True):
+        if len(part) < config.window:
+            held = f" after its last {len(record) - len(part)} were held out for validation" if part is not record \
+                else ""
+            raise DataError(f"record {record.name!r} has {len(record)} samples, {len(part)} of them for training"
+                            f"{held}: fewer than the window of {config.window}; use a shorter window")
     u_np, y_np = make_windows(train_parts, config.window, config.stride or max(config.window // 2, 1))
     u_win = torch.as_tensor(u_np, dtype=dtype, device=device)  # (n_win, window, n_u)
     y_win = torch.as_tensor(y_np, dtype=dtype, device=device)  # (n_win, window, n_y)
-    with torch.random.fork_rng(devices=[]):
+    shown = sys.stderr.isatty() if progress is None else progress
+    budget = config.max_minutes * 60 if config.max_minutes else None
+    with torch.random.fork_rng(devices=[]), TrainingProgress(config.epochs, budget) if shown else nullcontext() as bar:
         torch.manual_seed(config.seed)
-        return _train_loop(model, u_win, y_win, loss_scale, val_parts, config, checkpoint, on_epoch)
+        return _train_loop(model, u_win, y_win, loss_scale, val_parts, config, checkpoint,
+                           _both(bar.update, on_epoch) if bar is not None else on_epoch)
+
+
+def _both(first: Callable[[EpochInfo], None],
+          second: Callable[[EpochInfo], None] | None) -> Callable[[EpochInfo], None]:
+    """One ``on_epoch`` callback calling ``first``, then ``second`` if any."""
+    def on_epoch(info: EpochInfo) -> None:
+        first(info)
+        if second is not None:
+            second(info)
+    return on_epoch
 
 
 def _train_loop(
@@ -322,11 +379,11 @@ def _train_loop(
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
     schedule = _Schedule(config)
     gen = torch.Generator().manual_seed(config.seed)
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": -1,
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": 0,
                              "best_params": None, "elapsed": 0.0, "bad_epochs": 0, "lr_halvings": 0}
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, model, optimizer, schedule, gen)
+        state = _load_checkpoint(ckpt, model, optimizer, schedule, gen, config)
     elif val_parts:  # the starting model (e.g. a linear initialisation) is candidate -1
         model.eval()
         state["best_val"] = validation_rmse(model, val_parts, config.mode)
@@ -345,19 +402,19 @@ def _train_loop(
         train_loss = _train_epoch(model, optimizer, u_win, y_win, loss_scale, config, gen)
         if not math.isfinite(train_loss):
             if state["lr_halvings"] >= config.divergence_retries:
-                raise DataError(f"training diverged at epoch {epoch}: the loss is {train_loss} after "
+                raise DataError(f"training diverged in epoch {epoch + 1}: the loss is {train_loss} after "
                                 f"{state['lr_halvings']} recoveries (lower the lr?)")
             model.load_state_dict(start_of_epoch[0])
             optimizer.load_state_dict(start_of_epoch[1])
             state["lr_halvings"] += 1
-            log.warning("non-finite training loss at epoch %d: epoch restarted with the learning rate halved "
-                        "(%d of %d recoveries)", epoch, state["lr_halvings"], config.divergence_retries)
+            log.warning("non-finite training loss in epoch %d: the epoch restarts with the learning rate halved "
+                        "(%d of %d recoveries)", epoch + 1, state["lr_halvings"], config.divergence_retries)
             continue
         model.eval()
         val_rmse = validation_rmse(model, val_parts, config.mode) if val_parts else train_loss
         improved = val_rmse < state["best_val"]
         if improved:
-            state["best_val"], state["best_epoch"] = val_rmse, epoch
+            state["best_val"], state["best_epoch"] = val_rmse, epoch + 1
             state["best_params"] = copy.deepcopy(model.state_dict())
             state["bad_epochs"] = 0
         else:
@@ -365,13 +422,13 @@ def _train_loop(
         schedule.after_epoch(improved)
         elapsed = time.monotonic() - start
         lr_now = optimizer.param_groups[1]["lr"]
-        state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_rmse": val_rmse,
+        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_rmse": val_rmse,
                                  "lr": lr_now, "seconds": elapsed})
         state["epoch"], state["elapsed"] = epoch + 1, elapsed
         if ckpt is not None:
-            _save_checkpoint(ckpt, state, model, optimizer, schedule, gen)
+            _save_checkpoint(ckpt, state, model, optimizer, schedule, gen, config)
         if on_epoch is not None:
-            on_epoch(EpochInfo(epoch, train_loss, val_rmse, lr_now, elapsed, improved))
+            on_epoch(EpochInfo(epoch + 1, train_loss, val_rmse, lr_now, elapsed, improved))
         if config.patience is not None and state["bad_epochs"] >= config.patience:
             stopped = "early stopping"
             break
@@ -428,9 +485,16 @@ def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Te
     return float(loss.detach())
 
 
+def _identity(model: Model, config: TrainConfig) -> str:
+    """What a checkpoint must match to be resumed: the model's kind and config and the training options."""
+    return json.dumps({"kind": model.kind, "model": model.config.to_dict(), "train": config.to_dict()},
+                      sort_keys=True)
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any], model: Model, optimizer: torch.optim.Optimizer,
-                     schedule: _Schedule, gen: torch.Generator) -> None:
-    """Write the resume checkpoint atomically (tensors and primitives only: loads with weights_only=True)."""
+                     schedule: _Schedule, gen: torch.Generator, config: TrainConfig) -> None:
+    """Write the resume checkpoint, completely or not at all (tensors and primitives only: loads with
+    weights_only=True), with the configuration it belongs to."""
     payload = {
         **{k: v for k, v in state.items() if k != "best_params"},
         "best_params": state["best_params"],
@@ -439,25 +503,39 @@ def _save_checkpoint(path: Path, state: dict[str, Any], model: Model, optimizer:
         "schedule": {"factor": schedule.factor, "bad_epochs": schedule.bad_epochs},
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
+        "identity": _identity(model, config),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_file(path, buffer.getvalue())
 
 
 def _load_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer, schedule: _Schedule,
-                     gen: torch.Generator) -> dict[str, Any]:
+                     gen: torch.Generator, config: TrainConfig) -> dict[str, Any]:
+    """Restore a resume checkpoint into the model, optimiser, schedule and generator; the training state.
+
+    Raises:
+        ConfigError: the checkpoint belongs to another model or training configuration.
+        ModelFileError: it cannot be read.
+    """
     try:
         payload = torch.load(path, weights_only=True)
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise ModelFileError(f"cannot resume from checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("identity") != _identity(model, config):
+        raise ConfigError(f"checkpoint {path} was written for another model or training configuration (or by an "
+                          "older version); it cannot be resumed: remove it, or train with the configuration it "
+                          "belongs to")
+    try:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-    except (DeepWienerError, KeyError, RuntimeError, ValueError, EOFError, OSError) as exc:
+    except (DeepWienerError, KeyError, RuntimeError, ValueError) as exc:
         raise ModelFileError(f"cannot resume from checkpoint {path}: {exc}") from exc
     schedule.factor = payload["schedule"]["factor"]
     schedule.bad_epochs = payload["schedule"]["bad_epochs"]
     gen.set_state(payload["generator"])
     torch.set_rng_state(payload["torch_rng"])
-    log.info("resuming from %s at epoch %d", path, payload["epoch"])
+    log.info("resuming from %s after epoch %d", path, payload["epoch"])
     keys = ("epoch", "history", "best_val", "best_epoch", "best_params", "elapsed", "bad_epochs", "lr_halvings")
     return {k: payload[k] for k in keys}
 
@@ -473,8 +551,8 @@ def _identify(model: Model, train_parts: list[IOData], val_parts: list[Validatio
     err = np.concatenate([(p.y - model.simulate(p.u, mode=config.mode))[config.washout :] / y_std
                           for p in train_parts])
     train_loss, seconds = float(np.mean(err**2)), time.monotonic() - start
-    history = [{"epoch": 0, "train_loss": train_loss, "val_rmse": val_rmse, "lr": 0.0, "seconds": seconds}]
+    history = [{"epoch": 1, "train_loss": train_loss, "val_rmse": val_rmse, "lr": 0.0, "seconds": seconds}]
     if on_epoch is not None:
-        on_epoch(EpochInfo(0, train_loss, val_rmse, 0.0, seconds, True))
+        on_epoch(EpochInfo(1, train_loss, val_rmse, 0.0, seconds, True))
     log.info("identified %s (%s)", model.kind, what)
-    return FitResult(history, 0, val_rmse, 1, seconds, what)
+    return FitResult(history, 1, val_rmse, 1, seconds, what)

@@ -117,14 +117,24 @@ def test_internal_error_is_logged_and_marks_the_run_failed(
     assert debug.code == 1 and "Traceback" in debug.err, debug.err
 
 
-def test_demo_beats_the_linear_model(tmp_path: Path) -> None:
-    result = run_cli(["demo", "--epochs", 40, "--max-minutes", 2, "--out", tmp_path / "demo"])  # ~7 s unloaded
+def test_demo_beats_the_linear_model_and_is_a_complete_run(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    result = run_cli(["demo", "--epochs", 40, "--max-minutes", 2, "--out", demo])  # ~7 s unloaded
     assert result.code == 0, result.err
     assert "deep Wiener" in result.out and "best linear" in result.out
-    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert metrics["deep Wiener"]["fit"] > metrics["best linear"]["fit"] + 10
-    for name in ("model.dw", "history.csv", "plots/training.png", "plots/test.png", "status.json"):
-        assert (tmp_path / "demo" / name).is_file(), name
+    assert "stopped after 40 epochs (epochs)" in result.out
+    comparison = json.loads((demo / "comparison.json").read_text())
+    assert comparison["deep Wiener"]["fit"] > comparison["best linear"]["fit"] + 10
+    for name in ("model.dw", "config.toml", "history.csv", "plots/training.png", "plots/test.png", "status.json",
+                 "data/train.csv", "data/val.csv", "data/test.csv"):
+        assert (demo / name).is_file(), name
+    evaluated = run_cli(["evaluate", demo, "--json", tmp_path / "m.json"])  # a complete run like any other
+    assert evaluated.code == 0, evaluated.err
+    assert json.loads((tmp_path / "m.json").read_text())["test"] == json.loads((demo / "metrics.json").read_text())[
+        "test"] == comparison["deep Wiener"]
+    for command in (["inspect", demo, "--out", tmp_path / "inspect"], ["report", demo]):
+        done = run_cli(command)
+        assert done.code == 0, done.err
 
 
 def test_simulate_writes_named_columns_without_model_names(csv_run: Path, tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def test_non_positive_dt(tmp_path: Path, dt: float) -> None:
 def test_series_shorter_than_the_window_leaves_a_failed_run(tmp_path: Path, tiny_toml: Path) -> None:
     path = write_csv(tmp_path / "d.csv", signal(50))
     out = tmp_path / "run"
-    assert_error(run_cli(csv_train(path, "--config", tiny_toml, "--out", out)), "shorter than the window of 64")
+    assert_error(run_cli(csv_train(path, "--config", tiny_toml, "--out", out)),
+                 "has 50 samples, 40 of them for training", "fewer than the window of 64")
     assert json.loads((out / "status.json").read_text())["status"] == "failed"
     assert_error(run_cli(["evaluate", out]), "is not complete (status: failed)")
     assert_error(run_cli(["simulate", out, "--csv", path, "--out", tmp_path / "y.csv"]), "is not complete")

@@ -11,6 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 from cli.cli_helpers import SILVERBOX_DT, run_cli, write_csv
+from helpers import reseal
 
 from deepwiener import io
 from deepwiener.data import load_benchmark
@@ -112,26 +113,9 @@ def test_round_trip_every_kind(make, kind: str, tmp_path: Path) -> None:
         assert torch.equal(loaded.state_dict()[name], tensor), name
 
 
-def _rewrite(path: Path, target: Path, tensors: dict[str, torch.Tensor] | None = None,
-             **changes: str | None) -> Path:
-    """Copy a model file with other tensors (and a matching checksum) and metadata entries changed (None: removed)."""
-    with open(path, "rb") as file:
-        header_len = int.from_bytes(file.read(8), "little")
-        meta = json.loads(file.read(header_len))["__metadata__"]
-    if tensors is not None:
-        changes["sha256"] = io._digest(tensors)
-    for key, value in changes.items():
-        if value is None:
-            meta.pop(key)
-        else:
-            meta[key] = value
-    target.write_bytes(safetensors.torch.save(tensors or safetensors.torch.load_file(path), metadata=meta))
-    return target
-
-
 def test_file_without_kind_is_a_deep_wiener_model(tmp_path: Path) -> None:
     path = io.save(_deep_wiener(), tmp_path / "m.dw")
-    old = _rewrite(path, tmp_path / "old.dw", kind=None)
+    old = reseal(path, tmp_path / "old.dw", kind=None)
     assert isinstance(io.load(old), DeepWiener) and io.read_info(old)["kind"] == "deepwiener"
 
 
@@ -139,7 +123,7 @@ def test_file_without_kind_is_a_deep_wiener_model(tmp_path: Path) -> None:
                                                ("rnn", "invalid model config: .* kind 'rnn'"),
                                                ("linear", "invalid model config: .* kind 'linear'")])
 def test_corrupt_kind_is_a_model_file_error(kind: str, message: str, tmp_path: Path) -> None:
-    path = _rewrite(io.save(_deep_wiener(), tmp_path / "m.dw"), tmp_path / "bad.dw", kind=kind)
+    path = reseal(io.save(_deep_wiener(), tmp_path / "m.dw"), tmp_path / "bad.dw", kind=kind)
     for read in (io.load, io.read_info):
         with pytest.raises(ModelFileError, match=message):
             read(path)
@@ -149,7 +133,7 @@ def test_linear_file_with_bad_tensors_is_a_model_file_error(tmp_path: Path) -> N
     path = io.save(_linear(), tmp_path / "m.dw")
     tensors = safetensors.torch.load_file(path)
     tensors["u_std"] = -tensors["u_std"]
-    bad = _rewrite(path, tmp_path / "bad.dw", tensors)
+    bad = reseal(path, tmp_path / "bad.dw", tensors)
     with pytest.raises(ModelFileError, match="invalid linear model: its scaler's u_std and y_std must be finite and "
                                              "positive"):
         io.load(bad)

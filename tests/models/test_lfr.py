@@ -431,7 +431,7 @@ def test_fit_from_the_linear_start_does_not_get_worse() -> None:
     assert len(result.history) == 3 and all(np.isfinite(h["val_rmse"]) for h in result.history)
     assert result.best_val_rmse <= linear_rmse * (1 + 1e-9)
     assert validation_rmse(model, val, config.mode) == pytest.approx(result.best_val_rmse, rel=1e-9)
-    if result.best_epoch == -1:  # no epoch beat the start: the model is the linear start again
+    if result.best_epoch == 0:  # no epoch beat the start: the model is the linear start again
         np.testing.assert_allclose(model.simulate(data.u), linear.simulate(data.u), rtol=0,
                                    atol=1e-8 * np.abs(data.y).max())
     else:  # an epoch beat it (here, with this seed: epoch 1, RMSE about 0.74 of the linear model's)

@@ -43,7 +43,7 @@ def test_fit_identifies_in_one_epoch_with_the_order_chosen_on_validation() -> No
     result = fit(model, data, config, on_epoch=calls.append)
     head, _ = split_validation(data, config.val_fraction)
     val = [ValidationRecord(data, len(head))]
-    assert result.epochs_run == 1 and result.best_epoch == 0 and len(result.history) == 1 and len(calls) == 1
+    assert result.epochs_run == 1 and result.best_epoch == 1 and len(result.history) == 1 and len(calls) == 1
     assert result.best_val_rmse == pytest.approx(validation_rmse(model, val), rel=1e-12)
     assert 1 <= model.config.n_states <= 6 and model.dt == 0.01 and model.A.dtype == torch.float64
     assert result.stopped == f"N4SID, order {model.config.n_states}"

@@ -1,14 +1,16 @@
-"""Model files: round trip, atomic writes, and a clear ModelFileError for every kind of bad file."""
+"""Model files: round trip, the seal, byte-identical files, and a clear ModelFileError for every kind of bad file."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from helpers import reseal
 
 from deepwiener import io
 from deepwiener.errors import ModelFileError
@@ -41,28 +43,6 @@ def test_round_trip(tmp_path: Path, layer: str, dtype: torch.dtype) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m.dw"]  # no temporary file left behind
 
 
-def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = io.atomic_write(tmp_path / "a.txt", "old")
-
-    def fail(src: str, dst: str) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(io.os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        io.atomic_write(target, "new")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
-
-
-def _rewrite(path: Path, tensors: dict[str, torch.Tensor], **changes: str) -> None:
-    """Write a safetensors file with the metadata of ``path`` changed."""
-    with open(path, "rb") as file:
-        header_len = int.from_bytes(file.read(8), "little")
-        meta = json.loads(file.read(header_len))["__metadata__"]
-    meta.update(changes)
-    path.write_bytes(safetensors.torch.save(tensors, metadata=meta))
-
-
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
     return io.save(small_model(), tmp_path / "model.dw")
@@ -90,8 +70,8 @@ def test_foreign_safetensors_without_metadata(tmp_path: Path) -> None:
 
 
 def test_wrong_format_version(saved: Path) -> None:
-    _rewrite(saved, io.load(saved).state_dict(), format="deepwiener-model/2")
-    with pytest.raises(ModelFileError, match=r"model\.dw: format 'deepwiener-model/2' is not supported"):
+    reseal(saved, format="deepwiener-model/3")
+    with pytest.raises(ModelFileError, match=r"model\.dw: format 'deepwiener-model/3' is not supported"):
         io.load(saved)
 
 
@@ -103,25 +83,51 @@ def test_truncated(saved: Path, keep: float) -> None:
         io.load(saved)
 
 
-def test_checksum_mismatch(saved: Path) -> None:
+def test_a_changed_tensor_breaks_the_seal(saved: Path) -> None:
     data = bytearray(saved.read_bytes())
     data[-3] ^= 0xFF  # flip bits inside the last tensor's bytes
     saved.write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match=r"model\.dw: checksum mismatch"):
+    for read in (io.load, io.read_info):
+        with pytest.raises(ModelFileError, match=r"model\.dw: the seal does not match"):
+            read(saved)
+
+
+def test_changed_metadata_breaks_the_seal(saved: Path) -> None:
+    """The failure of format 1: a map's name edited in the JSON loaded silently as another model."""
+    header_len = int.from_bytes(saved.read_bytes()[:8], "little")
+    meta = json.loads(saved.read_bytes()[8 : 8 + header_len])["__metadata__"]
+    assert '"nonlinearity":"gelu"' in meta["config"]
+    meta["config"] = meta["config"].replace('"nonlinearity":"gelu"', '"nonlinearity":"relu"')
+    saved.write_bytes(safetensors.torch.save(safetensors.torch.load_file(saved), metadata=meta))
+    with pytest.raises(ModelFileError, match=r"model\.dw: the seal does not match"):
         io.load(saved)
+
+
+def test_equal_models_give_byte_identical_files(tmp_path: Path) -> None:
+    a = io.save(small_model(), tmp_path / "a.dw", extra={"y_names": ["y"], "data": "x"})
+    b = io.save(small_model(), tmp_path / "b.dw", extra={"data": "x", "y_names": ["y"]})
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_format1_files_load_with_a_note(caplog: pytest.LogCaptureFixture) -> None:
+    path = Path(__file__).parents[1] / "fixtures" / "format1" / "deepwiener-lru.dw"
+    with caplog.at_level(logging.WARNING, logger="deepwiener"):
+        model = io.load(path)
+    assert isinstance(model, DeepWiener) and io.read_info(path)["format"] == io.UNSEALED_FORMAT
+    assert any("its metadata is not sealed" in r.getMessage() for r in caplog.records)
 
 
 def test_shape_mismatch(saved: Path) -> None:
     tensors = io.load(saved).state_dict()
     config = io.read_info(saved)["config"]
     config["d_state"] = 5
-    _rewrite(saved, tensors, config=json.dumps(config))
+    reseal(saved, tensors=tensors, config=json.dumps(config))
     with pytest.raises(ModelFileError, match=r"model\.dw: shape mismatch: tensor 'blocks\.0\.lti\.\w+' has shape"):
         io.load(saved)
 
 
 def test_invalid_config(saved: Path) -> None:
-    _rewrite(saved, io.load(saved).state_dict(), config=json.dumps({"n_u": 1, "n_y": 1, "layer": "lstm"}))
+    reseal(saved, config=json.dumps({"n_u": 1, "n_y": 1, "layer": "lstm"}))
     with pytest.raises(ModelFileError, match=r"model\.dw: invalid model config: unknown layer 'lstm'"):
         io.load(saved)
 
@@ -169,7 +175,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 ])
 def test_bad_ensemble_config(tmp_path: Path, config: dict, message: str) -> None:
     path = io.save(_ensemble(), tmp_path / "e.dw")
-    _rewrite(path, _tensors(path), config=json.dumps(config))
+    reseal(path, config=json.dumps(config))
     with pytest.raises(ModelFileError, match=rf"e\.dw: (ensemble )?{message}"):
         io.load(path)
 
@@ -177,7 +183,7 @@ def test_bad_ensemble_config(tmp_path: Path, config: dict, message: str) -> None
 def test_ensemble_with_tensors_of_no_member(tmp_path: Path) -> None:
     path = io.save(_ensemble(), tmp_path / "e.dw")
     tensors = {**_tensors(path), "member7.A": torch.zeros(1, 1, dtype=torch.float64)}
-    _rewrite(path, tensors, sha256=io._digest(tensors))
+    reseal(path, tensors=tensors)
     with pytest.raises(ModelFileError, match=r"e\.dw: tensors of no ensemble member: \['member7\.A'\]"):
         io.load(path)
 
@@ -186,6 +192,6 @@ def test_ensemble_member_that_does_not_fit(tmp_path: Path) -> None:
     path = io.save(_ensemble(), tmp_path / "e.dw")
     config = io.read_info(path)["config"]
     config["members"][2]["config"]["n_states"] = 2
-    _rewrite(path, _tensors(path), config=json.dumps(config))
+    reseal(path, config=json.dumps(config))
     with pytest.raises(ModelFileError, match=r"e\.dw: shape mismatch: tensor 'A' has shape \(1, 1\)"):
         io.load(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -75,17 +76,31 @@ def test_refuses_foreign_folders_and_missing_targets(tmp_path: Path) -> None:
 
 def test_checkpoint_kept_only_for_the_same_config(tmp_path: Path) -> None:
     path = tmp_path / "run"
-    RunDir.create(path, config=CONFIG)  # left "running", as after a kill
+    RunDir.create(path, config=CONFIG).lock.release()  # left "running" without its process, as after a kill
     (path / "checkpoint.pt").write_bytes(b"ckpt")
     (path / "status.json").write_text('{"status": "failed"}')
-    RunDir.create(path, config=CONFIG)
+    RunDir.create(path, config=CONFIG).lock.release()
     assert (path / "checkpoint.pt").exists()
     (path / "status.json").write_text('{"status": "failed"}')
-    RunDir.create(path, config=resolve(None, {"data": {"benchmark": "emps"}}))
+    RunDir.create(path, config=resolve(None, {"data": {"benchmark": "emps"}})).lock.release()
     assert not (path / "checkpoint.pt").exists()
 
 
-def test_running_run_needs_force(tmp_path: Path) -> None:
-    RunDir.create(tmp_path / "run", config=CONFIG)
-    with pytest.raises(ConfigError, match="is running; use --force"):
-        RunDir.create(tmp_path / "run", config=CONFIG)
+def test_a_live_run_refuses_every_other_writer(tmp_path: Path) -> None:
+    live = RunDir.create(tmp_path / "run", config=CONFIG)
+    for force in (False, True):
+        with pytest.raises(ConfigError, match=rf"run .* is in use by process {os.getpid()} on "):
+            RunDir.create(tmp_path / "run", config=CONFIG, force=force)
+    live.lock.release()
+
+
+def test_an_interrupted_run_resumes_with_its_config_and_needs_force_for_another(tmp_path: Path) -> None:
+    RunDir.create(tmp_path / "run", config=CONFIG).lock.release()  # its process is gone
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"ckpt")
+    other = resolve(None, {"data": {"benchmark": "emps"}})
+    with pytest.raises(ConfigError, match="was interrupted .* the command that started it resumes it; use --force"):
+        RunDir.create(tmp_path / "run", config=other)
+    RunDir.create(tmp_path / "run", config=CONFIG).lock.release()
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == b"ckpt"
+    RunDir.create(tmp_path / "run", config=other, force=True).lock.release()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -50,6 +50,10 @@ class Benchmark:
         init_window: the state-initialisation window n_init of every test record, in samples.
         unit: display unit of the outputs in reports, e.g. ``"mV"``.
         scale: factor from data units (``IOData.y_unit``) to ``unit``, e.g. 1000 for V -> mV.
+        val: validation records, when the data brings its own; empty: ``fit`` holds out the tail of each training
+            record.
+        in_sample: the test records are the training records themselves (a CSV file given without test files):
+            their metrics measure the fit to the training data, not how the model generalises.
     """
 
     name: str
@@ -58,6 +62,8 @@ class Benchmark:
     init_window: int
     unit: str
     scale: float
+    val: tuple[IOData, ...] = ()
+    in_sample: bool = False
 
 
 @dataclass(frozen=True)

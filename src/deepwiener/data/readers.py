@@ -139,7 +139,7 @@ def as_vector(arrays: Mapping[str, np.ndarray], name: str, path: Path) -> np.nda
     """Return variable ``name`` as a (N,) float64 vector, accepting (N,), (1, N) and (N, 1).
 
     Raises:
-        DataError: the variable is not numeric or not a vector.
+        DataError: the variable is not numeric, not a vector, or empty.
     """
     array = np.asarray(arrays[name])
     if array.dtype.kind not in "biuf":
@@ -147,6 +147,8 @@ def as_vector(arrays: Mapping[str, np.ndarray], name: str, path: Path) -> np.nda
     if array.ndim not in (1, 2) or (array.ndim == 2 and min(array.shape) != 1):
         raise DataError(f"{path}: variable {name!r} has shape {array.shape}; expected a vector (N,), (1, N) "
                         f"or (N, 1)")
+    if array.size == 0:
+        raise DataError(f"{path}: variable {name!r} has no samples")
     return array.astype(np.float64).ravel()
 
 
@@ -160,6 +162,11 @@ def _to_iodata(path: Path, arrays: Mapping[str, np.ndarray], u: Names, y: Names,
     if not u_names or not y_names:
         raise DataError(f"{path}: at least one input and one output name are needed; got u={u_names}, "
                         f"y={y_names}")
+    channels = [*u_names, *y_names]
+    repeated = sorted({n for n in channels if channels.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: {repeated} named more than once among the inputs and outputs (u={u_names}, "
+                        f"y={y_names}): each channel is an input or an output, once")
     u_cols = [as_vector(arrays, n, path) for n in u_names]
     y_cols = [as_vector(arrays, n, path) for n in y_names]
     lengths = {n: len(c) for n, c in zip([*u_names, *y_names], [*u_cols, *y_cols], strict=True)}

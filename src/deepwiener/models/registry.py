@@ -8,9 +8,12 @@ registers the built-in kinds; ``register_kind`` adds one of your own.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+
+import torch
 
 from deepwiener.errors import ConfigError, unknown_name
 from deepwiener.models.base import CAPABILITIES, TRAINERS, Model
@@ -100,4 +103,28 @@ def build_model(kind: str, *, n_u: int, n_y: int, seed: int = 0, **options: Any)
     for key in options:
         if key not in valid:
             raise unknown_name(f"option of model kind {kind!r}:", key, valid)
-    return cls.from_config(cls.config_class(n_u=n_u, n_y=n_y, seed=seed, **fixed, **options))
+    config = cls.config_class(n_u=n_u, n_y=n_y, seed=seed, **fixed, **options)
+    check_memory(cls, config, kind)
+    return cls.from_config(config)
+
+
+TRAINING_COPIES = 4
+"""Copies of the parameters that training holds at once: the values, their gradients and Adam's two moments."""
+
+
+def check_memory(cls: type[Model], config: Any, kind: str) -> None:
+    """Refuse a model whose parameters alone could not be trained in this machine's memory, before allocating it
+    (the model is first built on the ``meta`` device, which allocates nothing).
+
+    Raises:
+        ConfigError: ``TRAINING_COPIES`` times the parameters' bytes exceed the physical memory.
+    """
+    with torch.device("meta"):
+        probe = cls.from_config(config)
+    count = sum(p.numel() for p in probe.parameters())
+    need = TRAINING_COPIES * sum(p.numel() * p.element_size() for p in probe.parameters())
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise ConfigError(f"a {kind} model with these options has {count:,} parameters, which need about "
+                          f"{need / 2**30:,.1f} GiB to train; this machine has {have / 2**30:,.1f} GiB of memory: "
+                          "choose smaller sizes")
