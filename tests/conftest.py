@@ -10,15 +10,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers import DATA_SKIP, require_data  # noqa: E402 (importable once the path is set)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The benchmark data directory: $DEEPWIENER_DATA, else ../shared/data beside the repository."""
-    path = Path(os.environ.get("DEEPWIENER_DATA", SHARED_DATA))
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"benchmark data not found at {path} (CI must have ../shared/data)")
-        pytest.skip(f"benchmark data not found at {path}")
-    return path
+    return require_data(Path(os.environ.get("DEEPWIENER_DATA", SHARED_DATA)))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say, in the last lines of the run, how many tests were skipped for want of benchmark data and where to point."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if DATA_SKIP in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} tests skipped: {DATA_SKIP}; set DEEPWIENER_DATA to the folder of "
+                                    f"the benchmark data (now {os.environ.get('DEEPWIENER_DATA', SHARED_DATA)})",
+                                    yellow=True, bold=True)

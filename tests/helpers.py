@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import safetensors.torch
 import torch
 
@@ -73,3 +74,16 @@ def reseal(path: Path, target: Path | None = None, tensors: dict[str, torch.Tens
     target = target or path
     target.write_bytes(io._serialize(meta, tensors if tensors is not None else safetensors.torch.load_file(path)))
     return target
+
+
+DATA_SKIP = "benchmark data not found"
+"""How a test that needs benchmark data starts its skip reason (the summary at the end counts them)."""
+
+
+def require_data(path: Path) -> Path:
+    """``path`` when it exists; else skip the test, or fail it under CI (CI must have ../shared/data)."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{DATA_SKIP} at {path} (CI must have ../shared/data)")
+        pytest.skip(f"{DATA_SKIP} at {path}")
+    return path

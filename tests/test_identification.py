@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.signal
+from helpers import require_data
 
 from deepwiener.errors import ConfigError, DataError
 from deepwiener.identification import (
@@ -223,10 +224,7 @@ def test_bad_inputs() -> None:
 
 @pytest.fixture(scope="module")
 def silverbox(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    path = data_dir / "silverbox" / "silverbox.npz"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    with np.load(path) as data:
+    with np.load(require_data(data_dir / "silverbox" / "silverbox.npz")) as data:
         return data["u"], data["y"]
 
 

@@ -102,11 +102,10 @@ def bode_figure(blocks: Sequence[BlockSystem | NonLTIBlock], n_points: int = 400
         nyquist = 0.5 / systems[0].dt
         axes[-1].set_xlim(frequency_grid(systems[0].dt, 2)[0], nyquist)
         for ax in axes:
-            ax.axvline(nyquist, color="0.5", ls="--", lw=0.8)
             ax.grid(True, which="both", alpha=0.3)
         axes[0].legend(fontsize="small", ncols=2 if len(axes[0].lines) > 8 else 1)
     axes[0].set_ylabel("magnitude (dB)")
-    axes[0].set_title("frequency response of each block's LTI layer (dashed: Nyquist)")
+    axes[0].set_title("frequency response of each block's LTI layer, up to the Nyquist frequency")
     if with_phase:
         axes[1].set_ylabel("phase (deg)")
     axes[-1].set_xlabel("frequency (Hz)")

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ from deepwiener import report as report_mod
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
 from deepwiener.data.readers import as_vector, load_variables
-from deepwiener.errors import ConfigError, DataError, DeepWienerError
+from deepwiener.errors import ConfigError, DataError, DeepWienerError, Interrupted
 from deepwiener.evaluation import Metrics, evaluate_all, input_reach
 from deepwiener.files import STDOUT, write_file
 from deepwiener.io import load, read_info, save
@@ -440,6 +441,11 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], lef
     return table
 
 
+def _percent(share: float) -> str:
+    """A percentage for a note: two significant digits below 10 %, else whole percents."""
+    return f"{share:.2g}" if share < 10 else f"{share:.0f}"
+
+
 def _times(factor: float) -> str:
     """A factor for a note: two decimals, or three significant digits when it is large."""
     return f"{factor:.2f}" if factor < 1e3 else f"{factor:.3g}"
@@ -481,8 +487,8 @@ def _print_input_reach(extra: Mapping[str, Any], inputs: Mapping[str, np.ndarray
         reach = input_reach(u, np.array(extra["u_low"]), np.array(extra["u_high"]))
         if reach.outside > 0:
             console.print(f"note: the input of {name!r} leaves the training inputs' range on "
-                         f"{100 * reach.outside:.2g} % of its samples, up to {_times(reach.reach)} times the range's "
-                         "half-width from its centre: the model extrapolates there", soft_wrap=True)
+                          f"{_percent(100 * reach.outside)} % of its samples, up to {_times(reach.reach)} times the "
+                          "range's half-width from its centre: the model extrapolates there", soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -496,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     warnings = _WarningLines()
     package = logging.getLogger("deepwiener")
     package.addHandler(warnings)
+    previous_sigint = signal.signal(signal.SIGINT, _interrupt)  # click would swallow a KeyboardInterrupt
     try:
         typer.main.get_command(app).main(args=argv, prog_name="deepwiener", obj=session)
     except (DeepWienerError, OSError) as exc:
@@ -503,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
         print(f"error: {_one_line(exc) if isinstance(exc, DeepWienerError) else _os_error(exc)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):
         where = (f": the run in {session.log_path.parent} is marked failed, and the same command resumes it from its "
                  "last epoch" if session.log_path is not None else "")
         print(f"\ninterrupted{where}", file=sys.stderr)
@@ -520,7 +527,13 @@ def main(argv: Sequence[str] | None = None) -> None:
               file=sys.stderr)
         sys.exit(1)
     finally:
+        signal.signal(signal.SIGINT, previous_sigint)
         package.removeHandler(warnings)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT handler of the command line: raise :class:`~deepwiener.errors.Interrupted`."""
+    raise Interrupted
 
 
 class _WarningLines(logging.Handler):

@@ -32,6 +32,11 @@ class WriteError(DeepWienerError, OSError):
     """A file that cannot be written (disk full, read-only file system, no permission, ...); names the path."""
 
 
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) while a command runs: raised by the command line's signal handler in place of
+    ``KeyboardInterrupt``, so that it reaches the error boundary and runs know they were interrupted."""
+
+
 def unknown_name(kind: str, name: object, valid: Iterable[str]) -> ConfigError:
     """Build a ConfigError for an unknown name, listing the valid ones and a close match.
 

@@ -54,9 +54,13 @@ def write_file(path: str | Path, data: bytes | str) -> Path:
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if str(path) == STDOUT:
+        binary = getattr(sys.stdout, "buffer", None)  # None when stdout is a text stream (redirected in a program)
         sys.stdout.flush()
-        sys.stdout.buffer.write(payload)
-        sys.stdout.buffer.flush()
+        if binary is None:
+            sys.stdout.write(payload.decode("utf-8"))
+        else:
+            binary.write(payload)
+            binary.flush()
         return Path(path)
     path = Path(path)
     target = Path(os.path.realpath(path))  # through symbolic links, also dangling ones

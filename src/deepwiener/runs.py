@@ -38,7 +38,7 @@ import numpy as np
 
 from deepwiener.config import DataConfig, RunConfig, resolve
 from deepwiener.data import Benchmark
-from deepwiener.errors import ConfigError, ModelFileError, WriteError
+from deepwiener.errors import ConfigError, Interrupted, ModelFileError, WriteError
 from deepwiener.evaluation import Metrics, evaluate_all
 from deepwiener.files import LockFile, SafeFileHandler, write_file
 from deepwiener.io import save, versions
@@ -231,7 +231,8 @@ class RunDir:
                 self.set_status("complete")
             else:
                 logger.error("run %s failed: %s", self.path, exc, exc_info=(exc_type, exc, tb))
-                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+                interrupted = isinstance(exc, KeyboardInterrupt | Interrupted)
+                reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
                 self.set_status("failed", error=reason)
         except OSError as status_error:  # e.g. a full disk: the run stays "running", and its lock goes below
             if exc is None:
@@ -251,8 +252,11 @@ class RunDir:
         return path.exists() and path.read_text(encoding="utf-8") == config_text
 
     def _clear(self, keep_checkpoint: bool) -> None:
-        """Remove status.json first (so the run is never "complete" meanwhile), then old artifacts."""
+        """Remove status.json first (so the run is never "complete" meanwhile), then old artifacts and the temporary
+        files a killed process left (``files.write_file`` names them ``.<name>.<random>.tmp``)."""
         self.file("status.json").unlink(missing_ok=True)
+        for leftover in self.path.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         for name in _ARTIFACTS:
             target = self.file(name)
             if name == "checkpoint.pt" and keep_checkpoint:
