@@ -11,6 +11,9 @@ learnable bias inside: sigma(eta + b).
     poly                    z + a2 z^2 + a3 z^3 per channel (a2 = a3 = 0 at start): only locally Lipschitz
     linear_tanh             z + a tanh(z) per channel (a = 0 at start): linear plus a bounded part, so the
                             model extrapolates like a linear system (Lipschitz max(1, |1 + a|))
+
+Each map describes itself for the compiled streamer and the export: ``channel_map()`` names a per-channel map
+(``stepgraph.MAPS``) with its parameters, and ``export_step`` adds the map to a model's ``StepGraph``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from deepwiener.errors import unknown_name
+from deepwiener.errors import ConfigError, unknown_name
+from deepwiener.stepgraph import StepGraph
 
 GELU_LIPSCHITZ = 1.1289  # max of d/dx [x Phi(x)]
 
@@ -35,6 +39,25 @@ class Nonlinearity(nn.Module):
     def lipschitz(self) -> float:
         """A global Lipschitz constant in the 2-norm, or ``math.inf`` if the map is only locally Lipschitz."""
         raise NotImplementedError
+
+    def channel_map(self) -> tuple[str, dict[str, Tensor]] | None:
+        """The map as one function applied to each channel, sigma(eta)_i = f(eta_i + bias_i; params_i): the name
+        of f in ``stepgraph.MAPS`` and its (h,) parameters (``bias`` and those MAPS names); None for a map that
+        mixes channels."""
+        return None
+
+    def export_step(self, graph: StepGraph, eta: str) -> str:
+        """Add the map to a model's step graph: eta (h,) -> sigma(eta) (h,); returns the output's name.
+
+        Raises:
+            ConfigError: a map that describes itself neither as a per-channel map nor by its own export_step.
+        """
+        form = self.channel_map()
+        if form is None:
+            raise ConfigError(f"the nonlinearity {type(self).__name__} cannot be exported: it does not describe its "
+                              "step (channel_map or export_step)")
+        fn, params = form
+        return graph.map(fn, eta, **params)
 
 
 class Elementwise(Nonlinearity):
@@ -51,6 +74,15 @@ class Elementwise(Nonlinearity):
     def lipschitz(self) -> float:
         return self._lipschitz
 
+    def channel_map(self) -> tuple[str, dict[str, Tensor]] | None:
+        act = self.activation
+        if isinstance(act, nn.GELU):
+            return ("gelu_tanh" if act.approximate == "tanh" else "gelu"), {"bias": self.bias}
+        if isinstance(act, nn.ELU):
+            return "elu", {"bias": self.bias, "alpha": torch.full_like(self.bias, act.alpha)}
+        names = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Identity: "identity"}
+        return (names[type(act)], {"bias": self.bias}) if type(act) in names else None
+
 
 class GLU(Nonlinearity):
     """Gated linear unit on eta: (W1 z + c1) * sigmoid(W2 z + c2), z = eta + b."""
@@ -61,6 +93,14 @@ class GLU(Nonlinearity):
 
     def forward(self, eta: Tensor) -> Tensor:
         return nn.functional.glu(self.proj(eta + self.bias), dim=-1)
+
+    def export_step(self, graph: StepGraph, eta: str) -> str:
+        width = self.bias.shape[0]
+        z = graph.scale(eta, shift=self.bias, hint="z")
+        W, c = self.proj.weight, self.proj.bias
+        value = graph.affine([(W[:width], z)], c[:width], hint="glu_value")
+        gate = graph.map("sigmoid", graph.affine([(W[width:], z)], c[width:], hint="glu_gate"))
+        return graph.mul(value, gate)
 
     def lipschitz(self) -> float:
         return math.inf
@@ -76,6 +116,11 @@ class MLP(Nonlinearity):
 
     def forward(self, eta: Tensor) -> Tensor:
         return self.out(nn.functional.gelu(self.hidden(eta + self.bias)))
+
+    def export_step(self, graph: StepGraph, eta: str) -> str:
+        z = graph.scale(eta, shift=self.bias, hint="z")
+        hidden = graph.map("gelu", graph.affine([(self.hidden.weight, z)], self.hidden.bias, hint="mlp_hidden"))
+        return graph.affine([(self.out.weight, hidden)], self.out.bias, hint="mlp_out")
 
     @torch.no_grad()
     def lipschitz(self) -> float:
@@ -95,6 +140,9 @@ class Polynomial(Nonlinearity):
     def forward(self, eta: Tensor) -> Tensor:
         z = eta + self.bias
         return z + self.a2 * z**2 + self.a3 * z**3
+
+    def channel_map(self) -> tuple[str, dict[str, Tensor]]:
+        return "poly", {"bias": self.bias, "a2": self.a2, "a3": self.a3}
 
     def lipschitz(self) -> float:
         if bool((self.a2 == 0).all() and (self.a3 == 0).all()):
@@ -123,6 +171,9 @@ class LinearTanh(Nonlinearity):
     def forward(self, eta: Tensor) -> Tensor:
         z = eta + self.bias
         return z + self.gain * torch.tanh(z)
+
+    def channel_map(self) -> tuple[str, dict[str, Tensor]]:
+        return "linear_tanh", {"bias": self.bias, "gain": self.gain}
 
     @torch.no_grad()
     def lipschitz(self) -> float:

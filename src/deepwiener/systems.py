@@ -7,7 +7,8 @@ Every linear layer turns its real parameters into one of these (``layer.discreti
     eta[k] = Re(C x[k])   + D u[k]                 readout "current" (strictly proper, one-sample delay)
 
 Only one half of each complex-conjugate pair of modes is stored, so a system with ``n_state`` complex
-states is a real system of order ``2 * n_state`` (``real_matrices()``).
+states is a real system of order ``2 * n_state`` (``real_matrices()``; ``real_blocks()`` keeps the state's own
+layout, each complex state as a (Re, Im) pair, for the streaming/ONNX/C step).
 
 Two structures exist:
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch import Tensor
 
@@ -64,6 +66,25 @@ def powers(lam: Tensor, exponents: Tensor) -> Tensor:
     """
     log_lam = torch.log(lam.to(torch.complex128))  # (n,)
     return torch.exp(exponents.to(torch.float64)[:, None] * log_lam[None, :]).to(lam.dtype)  # (m, n)
+
+
+class RealBlocks(NamedTuple):
+    """The real 2 x 2-block realisation of a system in its state's own layout (numpy float64).
+
+    The real state is the complex state with each entry written as the pair (Re x_i, Im x_i), i.e.
+    ``torch.view_as_real(x).flatten()``; a complex entry a of A gives the block [[Re a, -Im a], [Im a, Re a]].
+
+    Attributes:
+        A: (G, m, m) the diagonal blocks of the state matrix (2 x 2 for diagonal systems).
+        B: (G m, d_in).
+        C: (d_out, G m), reading Re(C x).
+        D: (d_out, d_in).
+    """
+
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    D: np.ndarray
 
 
 class StateSpaceMatrices(NamedTuple):
@@ -122,8 +143,10 @@ class LinearSystem(abc.ABC):
         """
 
     @abc.abstractmethod
-    def dense(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Complex dense matrices (A (N, N), B (N, d_in), C (d_out, N)) of the half-pair system."""
+    def blocks(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The half-pair system with A as the diagonal blocks it is made of, complex: A (G, m, m), B (G m, d_in),
+        C (d_out, G m); 1 x 1 blocks (the eigenvalues) for a diagonal system, one n x n block per channel for a
+        DPLR bank. The states are numbered as in ``state_shape``, flattened."""
 
     def init_state(self, batch: int) -> Tensor:
         """Zero state: (batch, *state_shape) complex."""
@@ -145,18 +168,30 @@ class LinearSystem(abc.ABC):
         h = self.markov(max(length - 1, 0))
         return torch.cat([self.D[None], h], dim=0)[:length]
 
+    def real_blocks(self) -> RealBlocks:
+        """The exact real realisation in the state's own layout, each complex state a (Re, Im) pair
+        (:class:`RealBlocks`); the readout stays the system's (``readout``)."""
+        A, B, C = (t.detach().to(torch.complex128).cpu().numpy() for t in self.blocks())
+        A_r = np.empty((A.shape[0], 2 * A.shape[1], 2 * A.shape[2]))
+        A_r[:, 0::2, 0::2], A_r[:, 0::2, 1::2] = A.real, -A.imag
+        A_r[:, 1::2, 0::2], A_r[:, 1::2, 1::2] = A.imag, A.real
+        B_r = np.empty((2 * B.shape[0], B.shape[1]))
+        B_r[0::2], B_r[1::2] = B.real, B.imag
+        C_r = np.empty((C.shape[0], 2 * C.shape[1]))
+        C_r[:, 0::2], C_r[:, 1::2] = C.real, -C.imag
+        return RealBlocks(A_r, B_r, C_r, self.D.detach().to(torch.float64).cpu().numpy().copy())
+
     def real_matrices(self, dt: float = 1.0) -> StateSpaceMatrices:
         """Exact real realisation of order 2N: states [Re x; Im x], numpy float64.
 
         A complex mode block gives [[Re A, -Im A], [Im A, Re A]], rows [Re B; Im B] and columns
-        [Re C, -Im C]. With readout "next" the output reads x[k+1], so the realisation is
-        (A, B, C A, C B + D).
+        [Re C, -Im C] (:meth:`real_blocks`, its states reordered). With readout "next" the output reads x[k+1], so
+        the realisation is (A, B, C A, C B + D).
         """
-        A, B, C = (t.detach().to(torch.complex128).cpu().numpy() for t in self.dense())
-        Ar = np.block([[A.real, -A.imag], [A.imag, A.real]])
-        Br = np.vstack([B.real, B.imag])
-        Cr = np.hstack([C.real, -C.imag])
-        Dr = self.D.detach().to(torch.float64).cpu().numpy().copy()
+        blocks = self.real_blocks()
+        order = np.r_[0 : blocks.B.shape[0] : 2, 1 : blocks.B.shape[0] : 2]  # (Re, Im) pairs -> [Re x; Im x]
+        Ar = scipy.linalg.block_diag(*blocks.A)[np.ix_(order, order)]
+        Br, Cr, Dr = blocks.B[order], blocks.C[:, order], blocks.D
         if self.readout == "next":
             Cr, Dr = Cr @ Ar, Cr @ Br + Dr
         return StateSpaceMatrices(Ar, Br, Cr, Dr, float(dt))
@@ -225,8 +260,8 @@ class DiagonalSSM(LinearSystem):
     def modal(self) -> tuple[DiagonalSSM, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
         return self, _identity, _identity
 
-    def dense(self) -> tuple[Tensor, Tensor, Tensor]:
-        return torch.diag(self.lam), self.B, self.C
+    def blocks(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.lam[:, None, None], self.B, self.C
 
 
 @dataclass(frozen=True, eq=False)
@@ -347,14 +382,13 @@ class DPLRSSM(LinearSystem):
 
         return diag, to_modal, from_modal
 
-    def dense(self) -> tuple[Tensor, Tensor, Tensor]:
+    def blocks(self) -> tuple[Tensor, Tensor, Tensor]:
         A, B = self.discrete
         h, n = self.lam_c.shape
         eye = torch.eye(h, dtype=self.cdtype, device=A.device)
-        A_bd = torch.block_diag(*A)
         B_bd = (B[:, :, None] * eye[:, None, :]).reshape(h * n, h)
         C_bd = (eye[:, :, None] * self.C[None, :, :]).reshape(h, h * n)
-        return A_bd, B_bd, C_bd
+        return A, B_bd, C_bd
 
 
 def _identity(x: Tensor) -> Tensor:

@@ -31,8 +31,8 @@ from deepwiener.engines import numba_runtime, stream_kernel
 from deepwiener.engines.stream_kernel import ACTIVATIONS, SKIPS, StreamParams
 from deepwiener.errors import DataError
 from deepwiener.models.streamers import Streamer, TorchStreamer
-from deepwiener.nonlinearities import Elementwise, LinearTanh, Polynomial
-from deepwiener.systems import DPLRSSM, DiagonalSSM, LinearSystem
+from deepwiener.nonlinearities import Nonlinearity
+from deepwiener.stepgraph import MAPS
 
 __all__ = ["CompiledStreamer", "fast_stepper", "flatten"]
 
@@ -48,54 +48,21 @@ def _np(t: Tensor, dtype: type = np.float64) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().resolve_conj().numpy(), dtype=dtype)
 
 
-def _blocks(system: LinearSystem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The system's A as (G, m, m) diagonal blocks, B (N, d_in) and C (d_out, N), complex128, N = G m.
-
-    Raises:
-        _Unsupported: for a system of another structure.
-    """
-    if isinstance(system, DiagonalSSM):
-        return _np(system.lam, np.complex128)[:, None, None], _np(system.B, np.complex128), _np(system.C, np.complex128)
-    if isinstance(system, DPLRSSM):
-        A, B = (_np(t, np.complex128) for t in system.discrete)  # (h, n, n), (h, n)
-        C = _np(system.C, np.complex128)  # (h, n)
-        h, n = B.shape
-        eye = np.eye(h)
-        B_flat = (B[:, :, None] * eye[:, None, :]).reshape(h * n, h)
-        C_flat = (eye[:, :, None] * C[None, :, :]).reshape(h, h * n)
-        return A, B_flat, C_flat
-    raise _Unsupported(f"{type(system).__name__} systems")
-
-
 def _activation_params(sigma: nn.Module, width: int) -> tuple[int, np.ndarray]:
-    """Activation code and its (3, d) parameters: bias, c1, c2 (``engines.stream_kernel``).
+    """Activation code and its (3, d) parameters: bias, c1, c2 (``engines.stream_kernel``; c1 and c2 are the map's
+    parameters in the order of ``stepgraph.MAPS``).
 
     Raises:
         _Unsupported: for a nonlinearity the kernel does not implement.
     """
-    params = np.zeros((3, width))
-    if isinstance(sigma, Polynomial):
-        params[:] = [_np(sigma.bias), _np(sigma.a2), _np(sigma.a3)]
-        return ACTIVATIONS["poly"], params
-    if isinstance(sigma, LinearTanh):
-        params[:2] = [_np(sigma.bias), _np(sigma.gain)]
-        return ACTIVATIONS["linear_tanh"], params
-    if not isinstance(sigma, Elementwise):
+    form = sigma.channel_map() if isinstance(sigma, Nonlinearity) else None
+    if form is None or form[0] not in ACTIVATIONS:
         raise _Unsupported(f"the {type(sigma).__name__} nonlinearity")
-    params[0] = _np(sigma.bias)
-    activation = sigma.activation
-    if isinstance(activation, nn.ReLU):
-        return ACTIVATIONS["relu"], params
-    if isinstance(activation, nn.Tanh):
-        return ACTIVATIONS["tanh"], params
-    if isinstance(activation, nn.Identity):
-        return ACTIVATIONS["identity"], params
-    if isinstance(activation, nn.ELU):
-        params[1] = activation.alpha
-        return ACTIVATIONS["elu"], params
-    if isinstance(activation, nn.GELU):
-        return ACTIVATIONS["gelu_tanh" if activation.approximate == "tanh" else "gelu"], params
-    raise _Unsupported(f"the {type(activation).__name__} activation")
+    name, values = form
+    params = np.zeros((3, width))
+    for row, key in enumerate(("bias", *MAPS[name])):
+        params[row] = _np(values[key])
+    return ACTIVATIONS[name], params
 
 
 def _block_params(block: nn.Module) -> dict[str, Any]:
@@ -109,7 +76,7 @@ def _block_params(block: nn.Module) -> dict[str, Any]:
         raise _Unsupported(f"the {type(block.lti).__name__} layer (not LTI)")
     system = block.lti.discretize()
     width = system.d_in
-    A, B, C = _blocks(system)
+    A, B, C = (_np(t, np.complex128) for t in system.blocks())
     kind, act = _activation_params(block.sigma, width)
     norm = np.stack([np.ones(width), np.zeros(width)])
     eps = 0.0
