@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from deepwiener.engines import Stepper, simulate
 from deepwiener.errors import ConfigError, check_positive_ints
 from deepwiener.options import DictConfig
+from deepwiener.stepgraph import StepGraph
 from deepwiener.systems import READOUTS, LinearSystem, StateSpaceMatrices
 
 
@@ -107,6 +108,29 @@ class LTILayer(nn.Module, abc.ABC):
     def state_space(self, dt: float = 1.0) -> StateSpaceMatrices:
         """Exact real discrete-time (A, B, C, D, dt) of order 2 * n_modes, numpy float64."""
         return self.discretize().real_matrices(dt)
+
+    @final
+    @torch.no_grad()
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """Add the layer's one-sample step to a model's step graph (``stepgraph``), in the real 2 x 2-block
+        realisation of its system (``LinearSystem.real_blocks``); its state is one part, the complex state's
+        (Re, Im) pairs.
+
+        Args:
+            graph: the graph under construction.
+            u: the name of the layer's input vector (d_in,).
+
+        Returns:
+            The name of eta (d_out,).
+        """
+        system = self.discretize()
+        A, B, C, D = system.real_blocks()
+        modes = B.shape[0] // 2
+        x = graph.state(B.shape[0], f"{type(self).__name__} state: {modes} complex modes as (Re, Im) pairs")
+        x_next = graph.affine([(A, x), (B, u)], hint="x_next")
+        eta = graph.affine([(C, x_next if system.readout == "next" else x), (D, u)], hint="eta")
+        graph.update(x, x_next)
+        return eta
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, d_out={self.d_out}, d_state={self.d_state}, options={self.options}"

@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,6 +58,7 @@ from deepwiener.engines.scan import diagonal_recurrence_scan
 from deepwiener.errors import ConfigError, DataError, check_positive_ints, unknown_name
 from deepwiener.layers import init
 from deepwiener.layers.base import LayerOptions, real_param
+from deepwiener.stepgraph import StepGraph
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +232,32 @@ class S6(nn.Module):
         """
         eta, state = self(u_k[:, None], state, mode="loop")
         return eta[:, 0], state
+
+    @torch.no_grad()
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """Add the layer's one-sample step (the recurrence of the module docstring, in real operations) to a
+        model's step graph (``stepgraph``); its state is one part, x (h, n) flattened channel by channel.
+
+        Args:
+            graph: the graph under construction.
+            u: the name of the layer's input vector (h,).
+
+        Returns:
+            The name of eta (h,).
+        """
+        h, n = self.d_in, self.d_state
+        x = graph.state(h * n, f"S6 state: {h} channels x {n} real states, channel by channel")
+        channel, state = np.repeat(np.arange(h), n), np.tile(np.arange(n), h)  # (h n,) each: the (h, n) grid
+        delta = graph.map("softplus", graph.affine([(self.W_dt, u)], self.b_dt, hint="delta_pre"), hint="delta")
+        decay = graph.scale(graph.gather(delta, channel), scale=-self.a.exp().reshape(-1), hint="log_a_bar")
+        a_bar = graph.map("exp", decay, hint="a_bar")  # (h n,)
+        B, C = (graph.affine([(W, u)], hint=name) for W, name in ((self.W_B, "B"), (self.W_C, "C")))  # (n,) each
+        bu = graph.mul(graph.gather(graph.mul(delta, u), channel), graph.gather(B, state))
+        x_next = graph.add(graph.mul(a_bar, x), bu)
+        read = x_next if self.options.readout == "next" else x
+        eta = graph.group_sum(graph.mul(read, graph.gather(C, state)), n)
+        graph.update(x, x_next)
+        return graph.add(eta, graph.scale(u, scale=self.D))
 
     def stepper(self) -> S6:
         """The streaming simulator: the layer itself (there is nothing to pre-discretise, since the

@@ -18,6 +18,8 @@ A kind provides (class attributes and methods):
 - :meth:`start_linear` for ``TrainConfig(init="linear")`` (default: refused);
 - ``capabilities``: the analyses it supports, among "poles" (:meth:`poles`), "blocks" and "reduce"
   (``deepwiener.analysis``);
+- :meth:`export_step` for ONNX and C export (``deepwiener.export``): the one-sample step as real operations on a
+  ``stepgraph.StepGraph`` (default: refused);
 - optional ``variants``: the names under which it is built with some options fixed, instead of its kind name
   (``lstm`` and ``gru`` are the variants of the kind ``rnn``), and ``title``: how plots name it (default: the
   name it was built as); ``buildable = False`` for a kind that is not built from defaults and a seed (an
@@ -48,6 +50,7 @@ from torch import Tensor, nn
 
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
 from deepwiener.models.streamers import Streamer, TorchStreamer
+from deepwiener.stepgraph import StepGraph
 
 if TYPE_CHECKING:
     from deepwiener.data import IOData, ValidationRecord
@@ -262,6 +265,56 @@ class Model(nn.Module, abc.ABC):
     def join_state(parts: Sequence[Any], total: Tensor | None) -> tuple[Any, ...]:
         """The inverse of :meth:`split_state`: the kind's state tensors, then the integrator's sum if any."""
         return (*parts, total) if total is not None else tuple(parts)
+
+    # ---------------------------------------------------------------------------------------------- export
+
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """Add the kind's one-sample step, without the output integrator, to a step graph: declare its state parts
+        (``graph.state``, zeros being the zero state; in the order and layout of ``init_state(1)``'s tensors,
+        flattened, complex entries as (Re, Im) pairs), compute its output and give each part its next value.
+
+        Args:
+            graph: the graph under construction (``stepgraph.StepGraph``).
+            u: the name of the input vector (n_u,), physical units.
+
+        Returns:
+            The name of the output vector (n_y,), physical units (the increments, with an integrator).
+
+        Raises:
+            ConfigError: the kind, or a part of this model, cannot be written as real operations.
+        """
+        raise ConfigError(f"model kind {self.kind!r} cannot be exported: it does not describe its one-sample step "
+                          "(Model.export_step)")
+
+    @torch.no_grad()
+    def add_step(self, graph: StepGraph, u: str) -> str:
+        """Add the whole one-sample step to ``graph``: :meth:`export_step`, then the output integrator's running
+        sum (one more state part, n_y) when the model has one. Returns the output's name (n_y,), physical."""
+        y = self.export_step(graph, u)
+        if not self.integrates_output:
+            return y
+        total = graph.state(self.config.n_y, "integrator: the running sum of the output", hint="total")
+        y = graph.add(total, y)
+        graph.update(total, y)
+        return y
+
+    def step_graph(self) -> StepGraph:
+        """The model's one-sample step as a flat real program (``stepgraph``): u (n_u,), state (n_state,) ->
+        y (n_y,), next state, physical units; the zero state is the model's. A snapshot of the parameters.
+
+        Raises:
+            ConfigError: the kind, or a part of this model, cannot be written as real operations.
+        """
+        graph = StepGraph(self.config.n_u, self.config.n_y)
+        return graph.finish(self.add_step(graph, graph.u))
+
+    def export_input(self, graph: StepGraph, u: str) -> str:
+        """The normalised input u_n = (u - u_mean) / u_std as a step-graph vector (n_u,)."""
+        return graph.scale(u, 1 / self.u_std.double(), -self.u_mean.double() / self.u_std.double(), hint="u_n")
+
+    def export_output(self, graph: StepGraph, y_n: str) -> str:
+        """The physical output y = y_mean + y_std * y_n as a step-graph vector (n_y,)."""
+        return graph.scale(y_n, self.y_std, self.y_mean, hint="y")
 
     # ---------------------------------------------------------------------------------------------- training
 

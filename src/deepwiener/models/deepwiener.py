@@ -37,6 +37,7 @@ from deepwiener.models.base import Model
 from deepwiener.models.streamers import Streamer
 from deepwiener.nonlinearities import NONLINEARITIES, Nonlinearity, make_nonlinearity
 from deepwiener.options import DictConfig, check_sampling_time
+from deepwiener.stepgraph import StepGraph
 
 NORMS: tuple[str, ...] = ("none", "layer")
 SKIPS: tuple[str, ...] = ("identity", "linear", "none")
@@ -123,6 +124,24 @@ class Block(nn.Module):
         eta, state = self.lti(self.norm(v), state, mode)
         return self.dropout(self.sigma(eta)) + self.bypass(v), state
 
+    def export_step(self, graph: StepGraph, v: str, layer: str) -> str:
+        """Add the block's one-sample step (dropout off) to a step graph: v (width,) -> the block's output; the
+        layer (registered as ``layer``) declares its state.
+
+        Raises:
+            ConfigError: a layer that does not describe its step (no ``export_step``).
+        """
+        if not hasattr(self.lti, "export_step"):
+            raise ConfigError(f"layer {layer!r} cannot be exported: {type(self.lti).__name__} does not describe its "
+                              "one-sample step (export_step)")
+        x = v
+        if isinstance(self.norm, nn.LayerNorm):
+            x = graph.layer_norm(v, self.norm.weight, self.norm.bias, self.norm.eps)
+        out = self.sigma.export_step(graph, self.lti.export_step(graph, x))
+        if self.skip is not None:
+            return graph.add(out, graph.affine([(self.skip.weight, v)], hint="skip"))
+        return graph.add(out, v) if self.use_skip else out
+
 
 class DeepWiener(Model):
     """A deep Wiener model (deep structured SSM) for n_u inputs and n_y outputs, in physical units.
@@ -194,6 +213,15 @@ class DeepWiener(Model):
             finals.append(x)
         y, total = self.integrate(self.denormalize_output(self.decoder(v)), total)
         return y, self.join_state(finals, total)
+
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """The step as real operations (``Model.export_step``): the blocks' states in order, each as its layer
+        declares it."""
+        v = graph.affine([(self.encoder.weight, self.export_input(graph, u))], self.encoder.bias, hint="v")
+        for index, block in enumerate(self.blocks):
+            with graph.scope(f"block{index}"):
+                v = block.export_step(graph, v, self.config.layer)
+        return self.export_output(graph, graph.affine([(self.decoder.weight, v)], self.decoder.bias, hint="y_n"))
 
     def stepper(self) -> ModelStepper:
         """A one-sample-at-a-time simulator with every block discretised once."""

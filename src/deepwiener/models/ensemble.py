@@ -27,6 +27,7 @@ from deepwiener.errors import ConfigError, DeepWienerError, ModelFileError
 from deepwiener.models import registry
 from deepwiener.models.base import DTYPES, Model, dtype_name
 from deepwiener.models.streamers import EnsembleStreamer, Streamer
+from deepwiener.stepgraph import StepGraph
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +115,16 @@ class Ensemble(Model):
             outputs.append(y.to(u.dtype))
             finals.append(final)
         return torch.stack(outputs).mean(0), tuple(finals)
+
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """The step as real operations (``Model.export_step``): every member's whole step (its integrator
+        included), the outputs averaged; the state is the members' states in order."""
+        outputs = []
+        for index, member in enumerate(self.members):
+            with graph.scope(f"member{index}"):
+                outputs.append(member.add_step(graph, u))
+        mean = np.eye(self.n_y) / len(outputs)
+        return graph.affine([(mean, y) for y in outputs], hint="y")
 
     def stepper(self) -> EnsembleStepper:
         """One sample at a time: every member's stepper, the outputs averaged."""

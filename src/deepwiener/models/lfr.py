@@ -51,6 +51,7 @@ from deepwiener.identification import LinearStateSpace, identify_linear
 from deepwiener.models.base import Model
 from deepwiener.nonlinearities import MLP, NONLINEARITIES, make_nonlinearity
 from deepwiener.options import DictConfig, check_sampling_time
+from deepwiener.stepgraph import StepGraph
 
 LFRState = tuple[Tensor]
 
@@ -197,6 +198,15 @@ class LFRModel(Model):
         y_n = (nn.functional.linear(states, self.C, self.b_y) + nn.functional.linear(u_n, self.D)
                + nn.functional.linear(maps, self.H))
         return self.denormalize_output(y_n), (final,)
+
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """The step as real operations (``Model.export_step``); the state is x (n_x,)."""
+        u_n = self.export_input(graph, u)
+        x = graph.state(self.config.n_x, "LFR state x (normalised coordinates)")
+        w = self.phi.export_step(graph, graph.affine([(self.F, x), (self.G, u_n)], hint="z"))
+        graph.update(x, graph.affine([(self.A, x), (self.B, u_n), (self.E, w)], self.b_x, hint="x_next"))
+        return self.export_output(graph, graph.affine([(self.C, x), (self.D, u_n), (self.H, w)], self.b_y,
+                                                      hint="y_n"))
 
     def check_linear_start(self) -> None:
         """Every LFR model can start as a linear model: its feedback starts switched off."""

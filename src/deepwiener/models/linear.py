@@ -34,6 +34,7 @@ from deepwiener.errors import ConfigError, check_positive_ints
 from deepwiener.identification import LinearStateSpace, identify_linear, simulate_state_space
 from deepwiener.models.base import Model
 from deepwiener.options import DictConfig, check_sampling_time
+from deepwiener.stepgraph import StepGraph
 
 LinearState = tuple[Tensor, ...]
 
@@ -157,6 +158,13 @@ class LinearModel(Model):
     def poles(self) -> np.ndarray:
         """(n,) complex eigenvalues of A (discrete-time poles)."""
         return np.linalg.eigvals(self.A.detach().double().cpu().numpy())
+
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """The step as real operations (``Model.export_step``); the state is x (n,)."""
+        u_n = self.export_input(graph, u)
+        x = graph.state(self.A.shape[0], "linear state x (normalised coordinates)")
+        graph.update(x, graph.affine([(self.A, x), (self.B, u_n)], hint="x_next"))
+        return self.export_output(graph, graph.affine([(self.C, x), (self.D, u_n)], hint="y_n"))
 
     def init_state(self, batch: int) -> LinearState:
         """Zero state: ``(x,)`` with x (batch, n) float64 in normalised coordinates, then the integrator's sum."""

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from deepwiener.errors import check_positive_ints, unknown_name
 from deepwiener.models.base import Model
 from deepwiener.options import DictConfig, check_sampling_time
+from deepwiener.stepgraph import StepGraph
 
 CELLS: dict[str, type[nn.LSTM] | type[nn.GRU]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -89,6 +90,48 @@ class RNNModel(Model):
         """Zero state: ``(h,)`` (GRU) or ``(h, c)`` (LSTM), each (batch, n_layers, hidden)."""
         zero = self.u_mean.new_zeros(batch, self.config.n_layers, self.config.hidden)
         return (zero, zero.clone()) if self.config.cell == "lstm" else (zero,)
+
+    def export_step(self, graph: StepGraph, u: str) -> str:
+        """The step as real operations (``Model.export_step``, torch's LSTM and GRU cell equations); the state is
+        h of every layer, then (LSTM) c of every layer, each (hidden,)."""
+        cfg = self.config
+        parts = ("h", "c") if cfg.cell == "lstm" else ("h",)
+        states = {(part, layer): graph.state(cfg.hidden, f"{cfg.cell.upper()} {part} of layer {layer}", hint=part)
+                  for part in parts for layer in range(cfg.n_layers)}
+        x = self.export_input(graph, u)
+        for layer in range(cfg.n_layers):
+            with graph.scope(f"layer{layer}"):
+                x = self._export_cell(graph, x, layer, states)
+        return self.export_output(graph, graph.affine([(self.readout.weight, x)], self.readout.bias, hint="y_n"))
+
+    def _export_cell(self, graph: StepGraph, x: str, layer: int, states: dict[tuple[str, int], str]) -> str:
+        """One layer's cell: input x (width,) -> its new h (hidden,); sets the next values of its state parts."""
+        W_ih, W_hh, b_ih, b_hh = (getattr(self.rnn, f"{name}_l{layer}")
+                                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        H = self.config.hidden
+        h = states["h", layer]
+
+        def gate(k: int, fn: str, hint: str) -> str:  # fn(W_ih x + W_hh h + b) on the k-th block of rows
+            rows = slice(k * H, (k + 1) * H)
+            pre = graph.affine([(W_ih[rows], x), (W_hh[rows], h)], b_ih[rows] + b_hh[rows], hint=f"{hint}_pre")
+            return graph.map(fn, pre, hint=hint)
+
+        if self.config.cell == "lstm":  # i, f, g, o; c' = f c + i g, h' = o tanh(c')
+            c = states["c", layer]
+            i, f, g, o = (gate(k, fn, hint) for k, (fn, hint) in enumerate(
+                (("sigmoid", "i"), ("sigmoid", "f"), ("tanh", "g"), ("sigmoid", "o"))))
+            c_next = graph.add(graph.mul(f, c), graph.mul(i, g))
+            h_next = graph.mul(o, graph.map("tanh", c_next))
+            graph.update(c, c_next)
+        else:  # r, z, n; n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h' = n + z (h - n)
+            r, z = gate(0, "sigmoid", "r"), gate(1, "sigmoid", "z")
+            recurrent = graph.affine([(W_hh[2 * H :], h)], b_hh[2 * H :], hint="n_hidden")
+            n_pre = graph.add(graph.affine([(W_ih[2 * H :], x)], b_ih[2 * H :], hint="n_input"),
+                              graph.mul(r, recurrent))
+            n = graph.map("tanh", n_pre, hint="n")
+            h_next = graph.add(n, graph.mul(z, graph.sub(h, n)))
+        graph.update(h, h_next)
+        return h_next
 
     def forward(self, u: Tensor, state: RNNState | None = None, mode: str = "auto") -> tuple[Tensor, RNNState]:
         """Simulate the model.
