@@ -12,6 +12,7 @@ Example::
     result = dw.fit(model, bench.train, dw.TrainConfig(window=1024, washout=200, max_minutes=10, seed=0))
     metrics = dw.evaluate(model, bench.tests["multisine"], init_window=bench.init_window)
     dw.save(model, "silverbox-lru.dw")
+    dw.export_onnx(model, "silverbox-lru.onnx"); dw.export_c(model, "silverbox_lru_c")   # deploy
 """
 
 from importlib import metadata
@@ -20,6 +21,7 @@ from deepwiener import analysis
 from deepwiener.data import BENCHMARKS, Benchmark, IOData, load_benchmark, read_csv, read_mat, read_npz
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
 from deepwiener.evaluation import Metrics, Simulator, evaluate, evaluate_all
+from deepwiener.export import export_c, export_onnx
 from deepwiener.io import load, save
 from deepwiener.metrics import fit_percent, nrmse, r2, rmse
 from deepwiener.models import (
@@ -67,6 +69,8 @@ __all__ = [
     "build_model",
     "evaluate",
     "evaluate_all",
+    "export_c",
+    "export_onnx",
     "fit",
     "fit_percent",
     "load",

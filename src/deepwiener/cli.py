@@ -1,4 +1,5 @@
-"""Command line: ``deepwiener demo | train | evaluate | simulate | inspect | reduce | report`` (typer).
+"""Command line: ``deepwiener demo | train | evaluate | simulate | ensemble | inspect | reduce | report | export``
+(typer).
 
 Every command is a thin call into the public API plus ``config`` and ``runs``. :func:`main` is the single
 error boundary: a ``DeepWienerError`` becomes one line ``error: ...`` on stderr and exit code 2; any other
@@ -29,7 +30,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from deepwiener import analysis, plots
+from deepwiener import analysis, export, plots
 from deepwiener import config as config_mod
 from deepwiener import demo as demo_mod
 from deepwiener import report as report_mod
@@ -346,6 +347,43 @@ def report(
     page = report_mod.render_report(run)
     path = write_file(out or run.file("report.html"), page)
     stdout.print(f"report written to {path} ({len(page.encode()) / 1e6:.2f} MB)")
+
+
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "c")
+
+
+@app.command(name="export", epilog="Examples: deepwiener export runs/sb-lru --format onnx --out sb.onnx  |  "
+                                   "deepwiener export model.dw --format c --out sb_c --precision float --name silverbox"
+                                   "  |  cc -O2 -std=c99 -o simulate sb_c/*.c -lm")
+def export_model(
+    target: Annotated[Path, typer.Argument(help="Run directory or model file.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="The ONNX file, or the folder of the C files.",
+                                      show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help=f"{' or '.join(EXPORT_FORMATS)}.")] = "onnx",
+    sequence: Annotated[bool, typer.Option("--sequence", help="onnx: the simulation of a whole record (u of shape "
+                                                              "(time, n_u)) instead of one step.")] = False,
+    precision: Annotated[str, typer.Option(help=f"c: {' or '.join(export.PRECISIONS)}.")] = "double",
+    name: Annotated[str | None, typer.Option(help="c: prefix of the C names and files (default: the model's "
+                                                  "kind).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+) -> None:
+    """Export a model's one-sample step for use outside Python: an ONNX graph (float32; inputs u and state,
+    outputs y and next_state) or plain C99 with a simulation program (stdin -> stdout). Physical units in and out;
+    the whole state is one vector whose zeros are the model's zero state."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if fmt == "onnx" and (name is not None or precision != "double"):
+        raise ConfigError("--name and --precision apply to --format c (ONNX graphs are float32)")
+    if fmt == "c" and sequence:
+        raise ConfigError("--sequence applies to --format onnx (the C program simulates whole records)")
+    model_path, _ = resolve_target(target)
+    model, extra = load(model_path), read_info(model_path)["extra"]
+    if fmt == "onnx":
+        path = export.export_onnx(model, out, sequence=sequence, extra=extra, force=force)
+        stdout.print(f"wrote the {'sequence' if sequence else 'one-step'} ONNX graph of {model_path} to {path}")
+    else:
+        folder = export.export_c(model, out, precision=precision, name=name, extra=extra, force=force)
+        stdout.print(f"wrote C ({precision}) to {folder}; build: cc -O2 -std=c99 -o simulate {folder}/*.c -lm")
 
 
 def _columns(names: str | None) -> tuple[str, ...] | None:
