@@ -124,6 +124,8 @@ def test_a_kind_of_ones_own_through_the_command_line(fir_registered: None, tmp_p
     assert simulated.code == 0, simulated.err
     y_hat = np.loadtxt(tmp_path / "y.csv", delimiter=",", skiprows=1)[:, 1]
     np.testing.assert_allclose(y_hat, model.simulate(test.u)[:, 0], rtol=1e-8, atol=1e-9)
+    exported = run_cli(["export", tmp_path / "run", "--format", "onnx", "--out", tmp_path / "fir.onnx"])
+    assert exported.code == 2 and "error: model kind 'fir' cannot be exported" in exported.err  # no export_step
 
 
 @pytest.mark.parametrize("kind", sorted(dw.MODEL_KINDS))
