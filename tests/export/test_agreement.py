@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from export_helpers import SAMPLES, check_exports
-from torch import nn
+from torch import Tensor, nn
 
 from deepwiener.layers import LAYERS
 from deepwiener.models import MODEL_KINDS, DeepWiener, Ensemble, LinearModel, Model, build_model
@@ -52,10 +52,25 @@ def test_every_map(nonlinearity: str, tmp_path: Path) -> None:
     check_exports(_prepare(_deep(nonlinearity=nonlinearity, seed=1)), _inputs(1), tmp_path)
 
 
-def test_tanh_approximated_gelu_current_readout_no_skip(tmp_path: Path) -> None:
+class ChannelELU(Nonlinearity):
+    """ELU with an alpha per channel (torch's has one): the general form of the "elu" map of the step graph."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.alpha = nn.Parameter(torch.linspace(0.5, 1.5, width))
+
+    def forward(self, eta: Tensor) -> Tensor:
+        z = eta + self.bias
+        return torch.where(z > 0, z, self.alpha * torch.expm1(z))
+
+    def channel_map(self) -> tuple[str, dict[str, Tensor]]:
+        return "elu", {"bias": self.bias, "alpha": self.alpha}
+
+
+def test_tanh_approximated_gelu_channel_elu_current_readout_no_skip(tmp_path: Path) -> None:
     model = _deep(layer="s5", layer_options={"readout": "current"}, skip="none", seed=2)
-    for block in model.blocks:
-        block.sigma = Elementwise(3, nn.GELU(approximate="tanh"), 1.13)
+    model.blocks[0].sigma = Elementwise(3, nn.GELU(approximate="tanh"), 1.13)
+    model.blocks[1].sigma = ChannelELU(3)
     check_exports(_prepare(model), _inputs(2), tmp_path)
 
 

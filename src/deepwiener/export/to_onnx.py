@@ -115,21 +115,24 @@ class _Emitter:
             op_type = {"identity": "Identity", "relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "exp": "Exp"}[fn]
             self.node(op_type, [z], out)
             return
-        half = self.const(0.5)
-        one = self.const(1.0)
-        if fn == "gelu":  # z Phi(z) = z (1 + erf(z / sqrt 2)) / 2
-            erf = self.node("Erf", [self.node("Mul", [z, self.const(math.sqrt(0.5))])])
-            self.node("Mul", [self.node("Mul", [half, z]), self.node("Add", [one, erf])], out)
+        if fn == "gelu":  # z Phi(z) = z (1 + erf(z / sqrt 2)) / 2, in the node pattern onnxruntime fuses into Gelu
+            erf = self.node("Erf", [self.node("Div", [z, self.const(math.sqrt(2.0))])])
+            product = self.node("Mul", [z, self.node("Add", [erf, self.const(1.0)])])
+            self.node("Mul", [product, self.const(0.5)], out)
         elif fn == "gelu_tanh":  # z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) / 2
             cube = self.node("Mul", [self.node("Mul", [z, z]), z])
             inner = self.node("Add", [z, self.node("Mul", [self.const(0.044715), cube])])
             tanh = self.node("Tanh", [self.node("Mul", [self.const(math.sqrt(2 / math.pi)), inner])])
-            self.node("Mul", [self.node("Mul", [half, z]), self.node("Add", [one, tanh])], out)
+            product = self.node("Mul", [z, self.node("Add", [tanh, self.const(1.0)])])
+            self.node("Mul", [product, self.const(0.5)], out)
         elif fn == "softplus":  # torch's threshold: z itself above 20
             big = self.node("Greater", [z, self.const(20.0)])
             self.node("Where", [big, z, self.node("Softplus", [z])], out)
-        elif fn == "elu":
-            negative = self.node("Mul", [self.const(p["alpha"]), self.node("Sub", [self.node("Exp", [z]), one])])
+        elif fn == "elu" and np.all(p["alpha"] == p["alpha"][0]):  # one alpha (torch's ELU): ONNX's Elu
+            self.node("Elu", [z], out, alpha=float(p["alpha"][0]))
+        elif fn == "elu":  # an alpha per channel
+            negative = self.node("Mul", [self.const(p["alpha"]), self.node("Sub", [self.node("Exp", [z]),
+                                                                                  self.const(1.0)])])
             self.node("Where", [self.node("Greater", [z, self.const(0.0)]), z, negative], out)
         elif fn == "poly":  # z + z^2 (a2 + a3 z)
             inner = self.node("Add", [self.const(p["a2"]), self.node("Mul", [self.const(p["a3"]), z])])
