@@ -1,14 +1,18 @@
 """Speed benchmark: every simulation engine against the plain Python-loop reference, in one process.
 
-    python benchmarks/speed/run.py            # the full run (about 15 minutes on 2 cores)
-    python benchmarks/speed/run.py --quick    # small sizes, to check the script (about a minute)
+    python benchmarks/speed/run.py                   # the full run (about 15 minutes on 2 cores)
+    python benchmarks/speed/run.py --quick           # small sizes, to check the script (about a minute)
+    python benchmarks/speed/run.py --only streaming  # one case, merged into the existing results
 
 Cases (float32, the training dtype; ``DeepWiener(1, 1, ...)``):
 
 - ``paper``: the Silverbox model of the paper (LRU, d_model 3, d_state 6, 4 blocks, ELU), batch 30 x 512;
 - ``wide``: LRU, d_model 64, d_state 64, 4 blocks, ELU, batch 16 x 4096;
 - ``simulation``: the paper model over 10^6 samples, batch 1, forward only;
-- ``streaming``: the paper model one sample at a time (``model.fast_stepper().step`` and ``model.stepper()``);
+- ``streaming``: the paper model and the Silverbox headline (``results/silverbox/best.dw``, an LFR model) one
+  sample at a time: the exported C step compiled with ``cc -O2`` (double and float; a timing program around
+  ``NAME_step``, no I/O in the loop), the exported ONNX step with onnxruntime (``session.run`` per sample, one
+  thread), ``model.fast_stepper().step`` and, for the paper model, ``model.stepper().step``;
 - ``lfr``: the nonlinear feedback model of ``accuracy/configs/silverbox.toml`` (``LFRModel``, 8 states closed
   through a 16-channel perceptron), batch 32 x 512: its torch loop against the compiled loop kernel;
 - ``bandwidth``: the wide model's forward scan (one block's diagonal recurrence) against a memory-bandwidth
@@ -21,7 +25,8 @@ each engine ("loop" = the plain recurrence = the reference, "scan", "fft", "comp
 the S5 layer of the PyPI package ``s5-pytorch`` in the same stack (encoder, 4 x [S5 -> ELU -> + skip],
 decoder). Engines are timed round-robin (one call of each per round) after a warm-up call; the tables give
 medians and ratios to the loop measured in the same process. Where the loop would take minutes it is timed
-on a prefix and scaled linearly in T (marked).
+on a prefix and scaled linearly in T (marked). ``--only CASE ...`` runs some cases and merges them into the
+existing results; each case records the commit and load it was measured at.
 
 Environment: unless already set, OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 are set before torch is
 imported. On a shared machine, OpenMP threads that spin-wait make each parallel region wait out a
@@ -42,8 +47,11 @@ import argparse
 import dataclasses
 import json
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +61,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import deepwiener as dw
 from deepwiener.engines import compiled, feedback, resolve_mode
 from deepwiener.engines.scan import diagonal_recurrence_scan
-from deepwiener.models import DeepWiener, LFRModel
+from deepwiener.io import read_info
+from deepwiener.models import DeepWiener, LFRModel, Model
+from deepwiener.models.streamers import TorchStreamer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # benchmarks/: shares accuracy/run.py's provenance helpers
@@ -82,13 +93,16 @@ class Sizes:
     loop_prefix: int = 50_000  # samples the loop is timed on in the simulation case
     stream_fast: int = 20_000  # samples stepped with the fast streamer
     stream_torch: int = 2_000  # samples stepped with the torch stepper
+    stream_c: int = 1_000_000  # samples stepped by the exported C program, per repeat
+    stream_onnx: int = 5_000  # samples stepped with onnxruntime
     copy_mb: int = 256  # size of the tensor copied to measure the copy bandwidth
     repeats: int = 5
     loop_repeats: int = 3
 
 
 QUICK = Sizes(paper=(4, 128), wide=(2, 256), lfr=(4, 64), simulation=20_000, loop_prefix=2_000, stream_fast=2_000,
-              stream_torch=200, copy_mb=16, repeats=2, loop_repeats=1)
+              stream_torch=200, stream_c=20_000, stream_onnx=500, copy_mb=16, repeats=2, loop_repeats=1)
+SILVERBOX_HEADLINE = RESULTS / "silverbox" / "best.dw"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,30 +244,135 @@ def simulation_case(sizes: Sizes, peer: type[nn.Module] | None) -> dict[str, Any
             "speedup": {k: times["loop"] / v for k, v in times.items()}}
 
 
-def streaming_case(sizes: Sizes) -> dict[str, Any]:
-    """Microseconds per sample when stepping the paper model one sample at a time from Python."""
-    model = DeepWiener(1, 1, **PAPER).eval()
-    u = np.random.default_rng(0).normal(size=(max(sizes.stream_fast, sizes.stream_torch), 1))
+TIMING_C = """#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "model.h"
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Reads n samples of u from stdin, then steps the model over them `repeats` times from the zero state;
+   prints the median microseconds per sample and a checksum of y (so that the loop is not optimised away). */
+int main(int argc, char **argv)
+{
+    long n = atol(argv[1]), repeats = atol(argv[2]), k, r;
+    model_real *u = malloc(sizeof(model_real) * n * MODEL_N_U), y[MODEL_N_Y];
+    double *times = malloc(sizeof(double) * repeats), sum = 0, value;
+    model_state state;
+    struct timespec t0, t1;
+    for (k = 0; k < n * MODEL_N_U; ++k) {
+        if (scanf("%lf", &value) != 1) return 1;
+        u[k] = (model_real)value;
+    }
+    for (r = 0; r < repeats; ++r) {
+        model_reset(&state);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (k = 0; k < n; ++k) {
+            model_step(&state, u + k * MODEL_N_U, y);
+            sum += y[0];
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        times[r] = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / 1e3 / n;
+    }
+    qsort(times, repeats, sizeof(double), by_value);
+    printf("%.6f %.17g\\n", times[repeats / 2], sum);
+    return 0;
+}
+"""
+
+
+def c_step_us(model: Model, u: np.ndarray, precision: str, sizes: Sizes, workdir: Path) -> float:
+    """Median microseconds per sample of the exported C step (``cc -O2``) over ``u`` (cycled to sizes.stream_c)."""
+    folder = dw.export_c(model, workdir / precision, precision=precision, name="model", force=True)
+    (workdir / "timing.c").write_text(TIMING_C)
+    program = workdir / f"timing_{precision}"
+    subprocess.run(["cc", "-O2", "-std=c99", "-I", str(folder), "-o", str(program), str(folder / "model.c"),
+                    str(workdir / "timing.c"), "-lm"], check=True)
+    samples = np.resize(u, (sizes.stream_c, u.shape[1]))
+    text = "\n".join(" ".join(f"{v:.17g}" for v in row) for row in samples)
+    out = subprocess.run([str(program), str(sizes.stream_c), str(sizes.repeats)], input=text, capture_output=True,
+                         text=True, check=True).stdout
+    return float(out.split()[0])
+
+
+def onnx_step_us(model: Model, u: np.ndarray, sizes: Sizes, workdir: Path) -> float:
+    """Median microseconds per sample of the exported ONNX step run by onnxruntime (session.run per sample)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(dw.export_onnx(model, workdir / "model.onnx", force=True)), options,
+                                   providers=["CPUExecutionProvider"])
+    u32 = np.resize(u, (sizes.stream_onnx, u.shape[1])).astype(np.float32)
+    zero = np.zeros(session.get_inputs()[1].shape, np.float32)
+
+    def run() -> None:
+        state = zero
+        for u_k in u32:
+            _, state = session.run(None, {"u": u_k, "state": state})
+
+    return time_round_robin({"onnx": run}, {"onnx": sizes.repeats})["onnx"] / sizes.stream_onnx * 1e6
+
+
+def streaming_model(model: Model, u: np.ndarray, sizes: Sizes, workdir: Path, torch_stepper: bool) -> dict[str, Any]:
+    """Microseconds per sample of one model stepped one sample at a time: exported C, onnxruntime, fast_stepper
+    (and ``model.stepper()``)."""
+    model = model.eval()
     streamer = model.fast_stepper()
     stepper = model.stepper()
-    u_torch = torch.from_numpy(u).float()
+    u_torch = torch.from_numpy(u).to(model.dtype)
+    n_fast = sizes.stream_torch if isinstance(streamer, TorchStreamer) else sizes.stream_fast  # not compiled: slow
 
     def fast() -> None:
         streamer.reset()
-        for k in range(sizes.stream_fast):
-            streamer.step(u[k])
+        for k in range(n_fast):
+            streamer.step(u[k % len(u)])
 
     @torch.no_grad()
     def reference() -> None:
         state = stepper.init_state(1)
         for k in range(sizes.stream_torch):
-            _, state = stepper.step(u_torch[k : k + 1], state)
+            _, state = stepper.step(u_torch[k % len(u) : k % len(u) + 1], state)
 
-    times = time_round_robin({"fast": fast, "torch": reference}, {"fast": sizes.repeats, "torch": sizes.repeats})
-    per_sample = {"fast_stepper.step": times["fast"] / sizes.stream_fast * 1e6,
-                  "model.stepper().step": times["torch"] / sizes.stream_torch * 1e6}
-    return {"streamer": type(streamer).__name__, "us_per_sample": per_sample,
-            "speedup": per_sample["model.stepper().step"] / per_sample["fast_stepper.step"]}
+    calls = {"fast": fast, "torch": reference} if torch_stepper else {"fast": fast}
+    times = time_round_robin(calls, dict.fromkeys(calls, sizes.repeats))
+    per_sample = {"C -O2 (double)": c_step_us(model, u, "double", sizes, workdir),
+                  "C -O2 (float)": c_step_us(model, u, "float", sizes, workdir),
+                  "onnxruntime": onnx_step_us(model, u, sizes, workdir),
+                  "fast_stepper.step": times["fast"] / n_fast * 1e6}
+    if torch_stepper:
+        per_sample["model.stepper().step"] = times["torch"] / sizes.stream_torch * 1e6
+    return {"streamer": type(streamer).__name__, "us_per_sample": per_sample}
+
+
+def streaming_case(sizes: Sizes) -> dict[str, Any]:
+    """Microseconds per sample when stepping the paper model and the Silverbox headline one sample at a time."""
+    import onnxruntime
+
+    rng = np.random.default_rng(0)
+    n = max(sizes.stream_fast, sizes.stream_torch)
+    extra = read_info(SILVERBOX_HEADLINE)["extra"]
+    low, high = np.array(extra["u_low"]), np.array(extra["u_high"])
+    cases = {"paper": (DeepWiener(1, 1, **PAPER), rng.normal(size=(n, 1)), True),
+             "silverbox headline": (dw.load(SILVERBOX_HEADLINE), low + (high - low) * rng.random((n, low.size)),
+                                    False)}
+    if shutil.which("cc") is None:
+        raise SystemExit("the streaming case needs the C compiler cc")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {name: streaming_model(model, u, sizes, Path(tmp) / name.replace(" ", "_"), torch_stepper)
+                  for name, (model, u, torch_stepper) in cases.items()}
+    cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    result["silverbox headline"]["model"] = f"{SILVERBOX_HEADLINE.relative_to(RESULTS.parent)} (kind " \
+                                            f"{read_info(SILVERBOX_HEADLINE)['kind']})"
+    return {**result, "cc": cc, "onnxruntime": onnxruntime.__version__,
+            "speedup": result["paper"]["us_per_sample"]["model.stepper().step"]
+            / result["paper"]["us_per_sample"]["fast_stepper.step"]}
 
 
 def bandwidth_case(batch: int, steps: int, sizes: Sizes) -> dict[str, Any]:
@@ -312,6 +431,15 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "env": {k: os.environ.get(k) for k in ENV_VARS}}
 
 
+def _measured(case: dict[str, Any]) -> str:
+    """The provenance line of a case measured on its own (``--only``), else an empty line."""
+    m = case.get("measured")
+    if not m:
+        return ""
+    return (f"Measured on its own (`--only`) at commit {m['commit']}, load average {m['load_average']['start']} at "
+            f"start, {m['load_average']['end']} at end.\n")
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -334,7 +462,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
     best_wide = max((k for k in wide if k in ENGINES[1:]), key=wide.get)
     ratio = result["bandwidth"]["ratio_to_bound"]["compiled scan"]
     ratio_alloc = result["bandwidth"]["ratio_to_allocating_bound"]["compiled scan"]
-    us = result["streaming"]["us_per_sample"]["fast_stepper.step"]
+    us = result["streaming"]["paper"]["us_per_sample"]["fast_stepper.step"]
     return [("paper fwd+bwd >= 20x loop", f"{paper[best_paper]:.1f}x ({best_paper})", paper[best_paper] >= 20),
             ("wide fwd+bwd >= 10x loop", f"{wide[best_wide]:.1f}x ({best_wide})", wide[best_wide] >= 10),
             ("wide forward scan <= 3x bandwidth bound", f"{ratio:.2f}x (compiled)", ratio <= 3),
@@ -362,10 +490,16 @@ def markdown(result: dict[str, Any]) -> str:
         note = f" (timed on {sim['loop_measured_on']:,} samples, scaled)" if k == "loop" else ""
         lines.append(_row([k + note, f"{sim['speedup'][k]:.1f}x", f"{v:.2f}"]))
     st = result["streaming"]
-    lines += ["", "### Streaming: paper model, one sample per call, batch 1", "",
-              _row(["stepper", "us / sample"]), "|---|---:|"]
-    lines += [_row([k, f"{v:.1f}"]) for k, v in st["us_per_sample"].items()]
-    lines += ["", f"fast_stepper ({st['streamer']}) is {st['speedup']:.0f}x faster than model.stepper().", ""]
+    models = [k for k in st if isinstance(st[k], dict) and "us_per_sample" in st[k]]
+    lines += ["", "### Streaming: one sample per call, batch 1", "", _measured(st),
+              f"Exported C compiled with {st['cc']} -O2; onnxruntime {st['onnxruntime']} (one thread, session.run "
+              f"per sample); the Silverbox headline is {st['silverbox headline']['model']}.", "",
+              _row(["stepper", *[f"{m} [us / sample]" for m in models]]), "|---|" + "---:|" * len(models)]
+    for stepper in st["paper"]["us_per_sample"]:
+        lines.append(_row([stepper, *[f"{st[m]['us_per_sample'][stepper]:.2f}" if stepper in st[m]["us_per_sample"]
+                                      else "-" for m in models]]))
+    lines += ["", "fast_stepper: " + ", ".join(f"{st[m]['streamer']} ({m})" for m in models) + f"; on the paper "
+              f"model it is {st['speedup']:.0f}x faster than model.stepper().", ""]
     bw = result["bandwidth"]
     lines += [f"### Memory-bandwidth bound: wide model's forward scan, one block, {tuple(bw['shape'])} {bw['dtype']}",
               "", f"{bw['formula']} = {bw['bytes'] / 1e6:.1f} MB. Copy bandwidth = 2 x {bw['copy_bytes'] / 2e6:.0f} MB "
@@ -381,11 +515,23 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CASES: dict[str, Callable[[Sizes, type[nn.Module] | None], dict[str, Any]]] = {
+    "streaming": lambda sizes, peer: streaming_case(sizes),
+    "paper": lambda sizes, peer: training_case(PAPER, *sizes.paper, sizes, peer),
+    "wide": lambda sizes, peer: training_case(WIDE, *sizes.wide, sizes, peer),
+    "lfr": lambda sizes, peer: lfr_case(*sizes.lfr, sizes),
+    "simulation": simulation_case,
+    "bandwidth": lambda sizes, peer: bandwidth_case(*sizes.wide, sizes),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results/speed)")
+    parser.add_argument("--only", nargs="+", choices=list(CASES), default=None,
+                        help="run these cases and merge them into the existing results.json")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -394,20 +540,22 @@ def main() -> None:
     if not (compiled.available() and feedback.available()):
         raise SystemExit("the compiled engines are unavailable: pip install 'deepwiener[fast]'")
     peer, peer_note = peer_layer()
+    if args.only:
+        result = json.loads((out / "results.json").read_text())
+    else:
+        result = {"commit": git_commit(), "peer": peer_note, "sizes": dataclasses.asdict(sizes)}
     load_start = os.getloadavg()
-    result: dict[str, Any] = {"commit": git_commit(), "peer": peer_note, "sizes": dataclasses.asdict(sizes)}
-    for name, run in (("streaming", lambda: streaming_case(sizes)),
-                      ("paper", lambda: training_case(PAPER, *sizes.paper, sizes, peer)),
-                      ("wide", lambda: training_case(WIDE, *sizes.wide, sizes, peer)),
-                      ("lfr", lambda: lfr_case(*sizes.lfr, sizes)),
-                      ("simulation", lambda: simulation_case(sizes, peer)),
-                      ("bandwidth", lambda: bandwidth_case(*sizes.wide, sizes))):
-        start = time.perf_counter()
-        result[name] = run()
+    for name in args.only or CASES:
+        start, case_load = time.perf_counter(), os.getloadavg()
+        result[name] = CASES[name](sizes, peer)
+        if args.only:
+            result[name]["measured"] = {"commit": git_commit(), "sizes": dataclasses.asdict(sizes), "load_average": {
+                "start": [round(x, 2) for x in case_load], "end": [round(x, 2) for x in os.getloadavg()]}}
         print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
-    result["load_average"] = {"start": [round(x, 2) for x in load_start],
-                              "end": [round(x, 2) for x in os.getloadavg()]}
-    result["machine"] = machine()
+    if not args.only:
+        result["load_average"] = {"start": [round(x, 2) for x in load_start],
+                                  "end": [round(x, 2) for x in os.getloadavg()]}
+        result["machine"] = machine()
     result["targets"] = [{"target": t, "measured": v, "met": ok} for t, v, ok in targets(result)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
