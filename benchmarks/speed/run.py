@@ -368,7 +368,7 @@ def streaming_case(sizes: Sizes) -> dict[str, Any]:
         result = {name: streaming_model(model, u, sizes, Path(tmp) / name.replace(" ", "_"), torch_stepper)
                   for name, (model, u, torch_stepper) in cases.items()}
     cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    result["silverbox headline"]["model"] = f"{SILVERBOX_HEADLINE.relative_to(RESULTS.parent)} (kind " \
+    result["silverbox headline"]["model"] = f"{SILVERBOX_HEADLINE.relative_to(HERE.parents[1])} (kind " \
                                             f"{read_info(SILVERBOX_HEADLINE)['kind']})"
     return {**result, "cc": cc, "onnxruntime": onnxruntime.__version__,
             "speedup": result["paper"]["us_per_sample"]["model.stepper().step"]
