@@ -9,7 +9,7 @@ import torch
 from deepwiener.data import IOData
 from deepwiener.errors import ConfigError, DataError
 from deepwiener.models import DeepWiener
-from deepwiener.training import TrainConfig, fit, parameter_groups
+from deepwiener.training import TrainConfig, fit, loss_weights, parameter_groups
 
 
 def wiener_data(n: int = 1200, seed: int = 0, dt: float = 0.01) -> IOData:
@@ -183,3 +183,20 @@ def test_recoveries_are_limited() -> None:
     _blow_up_in_training(fresh, {0})
     with pytest.raises(DataError, match="after 0 recoveries"):
         fit(fresh, data, TrainConfig(**{**CONFIG.to_dict(), "divergence_retries": 0}))
+
+
+def test_decaying_loss_weights_follow_the_authors_rule() -> None:
+    weights = loss_weights(4, 0.5, torch.zeros(1, dtype=torch.float64))
+    torch.testing.assert_close(weights, torch.tensor([8.0, 4.0, 2.0, 1.0], dtype=torch.float64) / 3.75)
+    assert float(loss_weights(512, 0.9975, torch.zeros(1))[-1] / loss_weights(512, 0.9975, torch.zeros(1))[0]) == \
+        pytest.approx(0.9975**511, rel=1e-5)
+    with pytest.raises(ConfigError, match="loss_decay must be in \\(0, 1\\]"):
+        TrainConfig(loss_decay=1.5)
+
+
+def test_a_decaying_loss_trains_another_model_than_the_plain_one() -> None:
+    data = wiener_data()
+    plain, decayed = small_model(), small_model()
+    fit(plain, data, CONFIG)
+    fit(decayed, data, TrainConfig(**{**CONFIG.to_dict(), "loss_decay": 0.99}))
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), decayed.parameters(), strict=True))
