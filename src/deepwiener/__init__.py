@@ -20,7 +20,7 @@ from importlib import metadata
 from deepwiener import analysis
 from deepwiener.data import BENCHMARKS, Benchmark, IOData, load_benchmark, read_csv, read_mat, read_npz
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
-from deepwiener.evaluation import Metrics, Simulator, evaluate, evaluate_all
+from deepwiener.evaluation import Metrics, Prediction, Simulator, evaluate, evaluate_all, evaluate_prediction
 from deepwiener.export import export_c, export_onnx
 from deepwiener.io import load, save
 from deepwiener.metrics import fit_percent, nrmse, r2, rmse
@@ -59,6 +59,7 @@ __all__ = [
     "LinearModel",
     "MODEL_KINDS",
     "Metrics",
+    "Prediction",
     "Model",
     "ModelConfig",
     "ModelFileError",
@@ -69,6 +70,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "evaluate_all",
+    "evaluate_prediction",
     "export_c",
     "export_onnx",
     "fit",

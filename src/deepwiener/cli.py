@@ -203,14 +203,18 @@ def evaluate(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the metrics to this JSON file.")] = None,
     segments: Annotated[int, typer.Option(help="Also print the RMSE of this many consecutive parts of each test "
                                                "record: where in time the error lies.")] = 0,
+    x0: Annotated[str, typer.Option(help="The state at the start: zero, or estimated from the init window's "
+                                         "measured outputs: fit (the state that best explains them) or encoder "
+                                         "(the model's trained state encoder).")] = "zero",
 ) -> None:
     """Evaluate a model by the official protocol (free-run simulation; errors after the init window)."""
     model_path, run = resolve_target(target)
     given = _given_data(_data_flags(benchmark, csv, u, y, dt, init_window))
     data = evaluation_data(run, given)
-    results = evaluate_all(load(model_path), data, segments)
+    results = evaluate_all(load(model_path), data, segments, x0)
     own = " (its training data: an in-sample fit)" if given is None and data.in_sample else ""
-    _print_metrics(results, f"{target} on {data.name}{own}")
+    state = "" if x0 == "zero" else f", the state estimated on the init window (x0 {x0})"
+    _print_metrics(results, f"{target} on {data.name}{own}{state}")
     _print_segments(results)
     _print_input_reach(read_info(model_path)["extra"], {name: test.u for name, test in data.tests.items()})
     if json_path is not None:
@@ -225,8 +229,13 @@ def simulate(
     u: UOpt = None,
     dt: Annotated[float | None, typer.Option(help="Sampling time of the input in seconds (checked).")] = None,
     time_column: Annotated[str | None, typer.Option("--time", help="Time column; its step is checked.")] = None,
+    y_init: Annotated[Path | None, typer.Option(
+        "--y-init", help="CSV file of the measured outputs of the first samples (the init window; columns named as "
+        "the model's outputs): the state is estimated on it (see --x0).")] = None,
+    x0: Annotated[str | None, typer.Option(help="With --y-init: fit (default) or encoder.")] = None,
 ) -> None:
-    """Simulate a model in free run from the zero state on the inputs of a CSV file; write the outputs."""
+    """Simulate a model in free run on the inputs of a CSV file, from the zero state or from a state estimated on
+    the measured outputs of its first samples (--y-init); write the outputs."""
     model_path, _ = resolve_target(target)
     info = read_info(model_path)
     model = load(model_path)
@@ -237,8 +246,14 @@ def simulate(
     for found in (dt, step):
         if found is not None:
             check_dt(found, model.dt, f"input {csv}", f"the model {model_path}")
-    y_hat = model.simulate(inputs)
-    names = info["extra"].get("y_names") or [f"y{k + 1}" for k in range(y_hat.shape[1])]
+    names = info["extra"].get("y_names") or [f"y{k + 1}" for k in range(model.config.n_y)]
+    if y_init is None and x0 is not None:
+        raise ConfigError("--x0 goes with --y-init (the measured outputs the state is estimated on)")
+    window = None
+    if y_init is not None:
+        arrays = load_variables(y_init, names)
+        window = np.column_stack([as_vector(arrays, name, y_init) for name in names])
+    y_hat = model.simulate(inputs, y_init=window, x0="zero" if window is None else x0 or "fit")
     table = np.column_stack([np.arange(len(y_hat)) * model.dt, y_hat])
     lines = [",".join(["time", *names])] + [",".join(f"{v:.10g}" for v in row) for row in table]
     write_file(out, "\n".join(lines) + "\n")

@@ -70,7 +70,7 @@ class Metrics(TypedDict):
     diverged_at: NotRequired[int]
 
 
-def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int = 0) -> Metrics:
+def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int = 0, x0: str = "zero") -> Metrics:
     """Evaluate a model on one record by the official protocol.
 
     Args:
@@ -80,6 +80,10 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
         init_window: leading samples whose errors are not counted, 0 <= init_window < T.
         segments: 0, or the number of consecutive parts (sizes differing by at most one sample) of the
             counted samples whose RMSE is also returned, 1 <= segments <= T - init_window.
+        x0: how the model's state is set: "zero" (the zero state at the start; any Simulator), or "fit" or
+            "encoder" (estimated from the init window's measured outputs ``y[:init_window]``, which only a model
+            of a registered kind can do: ``Model.simulate(u, y_init=..., x0=...)``). What follows the init window
+            is never read before the errors are computed.
 
     Returns:
         :class:`Metrics` in ``data.report_unit`` (times ``data.report_scale``) when set, else in
@@ -102,7 +106,7 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
     if not is_integer_in(segments, 0, n_counted):
         raise ConfigError(f"segments must be an integer in [0, {n_counted}] for record {data.name!r} ({n_counted} "
                           f"samples counted); got {segments!r}")
-    y_hat = np.asarray(model.simulate(data.u), dtype=np.float64)
+    y_hat = np.asarray(simulate_record(model, data, init_window, x0), dtype=np.float64)
     if y_hat.shape != data.y.shape:
         raise DataError(f"the model simulated an output of shape {y_hat.shape} for record {data.name!r}; "
                         f"expected {data.y.shape}")
@@ -122,6 +126,22 @@ def evaluate(model: Simulator, data: IOData, init_window: int = 0, segments: int
         metrics["segment_rmse"] = [_plain(rmse(y[part], y_hat[part])) if finite[init_window + part].all()
                                    else worst for part in parts]
     return metrics
+
+
+def simulate_record(model: Simulator, data: IOData, init_window: int, x0: str) -> np.ndarray:
+    """The simulation of a record that ``evaluate`` scores: (T, n_y), from the zero state or from a state estimated
+    on ``data.y[:init_window]``.
+
+    Raises:
+        ConfigError: an estimated state asked of a model that cannot estimate one, or without an init window.
+    """
+    if x0 == "zero":
+        return model.simulate(data.u)
+    if init_window < 1:
+        raise ConfigError(f"x0={x0!r} sets the state from the init window, and init_window is 0")
+    if not hasattr(model, "estimate_state") and not hasattr(model, "members"):
+        raise ConfigError(f"x0={x0!r} needs a model of a registered kind; got a {type(model).__name__}")
+    return model.simulate(data.u, y_init=data.y[:init_window], x0=x0)  # type: ignore[call-arg]
 
 
 class InputReach(NamedTuple):
@@ -161,14 +181,78 @@ def input_reach(u: np.ndarray, low: np.ndarray, high: np.ndarray) -> InputReach:
     return InputReach(outside=float(outside.mean()), reach=float(scaled.max(initial=0.0)))
 
 
-def evaluate_all(model: Simulator, bench: Benchmark, segments: int = 0) -> dict[str, Metrics]:
-    """Evaluate on every test record of a benchmark with its ``init_window`` (and ``segments``, see
+def evaluate_all(model: Simulator, bench: Benchmark, segments: int = 0, x0: str = "zero") -> dict[str, Metrics]:
+    """Evaluate on every test record of a benchmark with its ``init_window`` (and ``segments`` and ``x0``, see
     :func:`evaluate`).
 
     Returns:
         ``{test name: Metrics}`` in the order of ``bench.tests``.
     """
-    return {name: evaluate(model, test, bench.init_window, segments) for name, test in bench.tests.items()}
+    return {name: evaluate(model, test, bench.init_window, segments, x0) for name, test in bench.tests.items()}
+
+
+class Prediction(TypedDict):
+    """k-step-ahead prediction errors of one record (``evaluate_prediction``); per-output lists when n_y > 1.
+
+    Keys:
+        rmse: RMSE over every predicted sample, in ``unit``.
+        rmse_by_step: RMSE of the k-th predicted sample of the windows, k = 1 .. horizon (a list; per output a list
+            of lists when n_y > 1).
+        unit: the unit of the errors.
+        windows: number of windows.
+        horizon, step, init_window: the evaluation's settings.
+    """
+
+    rmse: float | list[float]
+    rmse_by_step: list[float] | list[list[float]]
+    unit: str
+    windows: int
+    horizon: int
+    step: int
+    init_window: int
+
+
+def evaluate_prediction(model: Simulator, data: IOData, init_window: int, horizon: int, step: int | None = None,
+                        x0: str = "fit") -> Prediction:
+    """k-step-ahead prediction errors, in the identibench style: windows of ``init_window + horizon`` samples,
+    moved by ``step``; each sets the model's state on its own init window (``x0``) and predicts the next
+    ``horizon`` outputs from the inputs alone.
+
+    Args:
+        model: a model of a registered kind (``x0`` "fit" or "encoder"), or any :class:`Simulator` with "zero".
+        data: the record.
+        init_window: samples of each window that set the state, >= 1 for "fit" and "encoder".
+        horizon: samples predicted after each init window, >= 1.
+        step: distance between window starts (default: ``horizon``).
+        x0: how each window's state is set (see :func:`evaluate`).
+
+    Returns:
+        :class:`Prediction` in the record's report unit.
+
+    Raises:
+        DataError: a dt mismatch, or a record shorter than one window.
+        ConfigError: invalid ``horizon``, ``step`` or ``init_window``.
+    """
+    check_dt(data.dt, model.dt, f"record {data.name!r}")
+    step = horizon if step is None else step
+    if not (is_integer_in(horizon, 1) and is_integer_in(step, 1) and is_integer_in(init_window, 0)):
+        raise ConfigError(f"horizon and step must be integers >= 1 and init_window >= 0; got {horizon}, {step}, "
+                          f"{init_window}")
+    length = init_window + horizon
+    if len(data) < length:
+        raise DataError(f"record {data.name!r} has {len(data)} samples, fewer than one window of {length}")
+    errors = []
+    for start in range(0, len(data) - length + 1, step):
+        window = data[start : start + length]
+        y_hat = simulate_record(model, window, init_window, x0)[init_window:]
+        errors.append(report_units(data, window.y[init_window:]) - report_units(data, y_hat))
+    err = np.stack(errors)  # (windows, horizon, n_y)
+    by_step = np.sqrt(np.mean(err**2, axis=0))  # (horizon, n_y)
+    overall = np.sqrt(np.mean(err**2, axis=(0, 1)))  # (n_y,)
+    return Prediction(rmse=_plain(overall) if data.n_y > 1 else float(overall[0]),
+                      rmse_by_step=by_step.T.tolist() if data.n_y > 1 else by_step[:, 0].tolist(),
+                      unit=data.report_unit or data.y_unit, windows=len(errors), horizon=horizon, step=step,
+                      init_window=init_window)
 
 
 def report_units(data: IOData, y: np.ndarray) -> np.ndarray:

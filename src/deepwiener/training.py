@@ -51,13 +51,15 @@ from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, is_integer_in, unknown_name
 from deepwiener.files import write_file
 from deepwiener.layers import LAYERS
-from deepwiener.models import Model
+from deepwiener.models import Model, initial_state
 from deepwiener.options import DictConfig
 from deepwiener.progress import TrainingProgress
 
 log = logging.getLogger(__name__)
 
 SCHEDULES: tuple[str, ...] = ("cosine", "plateau", "constant")
+TRAIN_X0: tuple[str, ...] = ("zero", "encoder")
+"""Values of ``TrainConfig.x0``."""
 INITS: tuple[str, ...] = ("random", "linear")
 """Values of ``TrainConfig.init``: the model's own random start, or ``model.start_linear`` (the best linear model
 of the training data, its order chosen on the validation records)."""
@@ -99,6 +101,11 @@ class TrainConfig(DictConfig):
         loss_decay: weight of the t-th scored sample of a window, ``loss_decay ** t`` (t = 0 after the washout),
             normalised to mean 1; 1 is the plain MSE. The seed paper's authors weighted by 0.9975^t, so that the
             start of a window, nearest its (unknown) initial state, counts most.
+        x0: how a window's state is set in training: "zero" (the zero state, the washout not scored) or "encoder"
+            (a state encoder, trained with the model, maps the first ``x0_window`` samples' inputs and outputs to
+            the state there; the rest of the window is simulated and scored, the washout does not apply; the model
+            keeps the encoder: ``simulate(..., x0="encoder")``). Validation then estimates the state the same way.
+        x0_window: the encoder's init window, in samples.
     """
 
     window: int = 512
@@ -125,6 +132,8 @@ class TrainConfig(DictConfig):
     dtype: str = "float32"
     init: str = "random"
     loss_decay: float = 1.0
+    x0: str = "zero"
+    x0_window: int = 50
 
     def __post_init__(self) -> None:
         for name in ("window", "batch_size", "epochs"):
@@ -139,6 +148,10 @@ class TrainConfig(DictConfig):
         _require(self.patience is None or self.patience > 0, "patience", "positive or None")
         _require(0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)")
         _require(0 < self.loss_decay <= 1, "loss_decay", "in (0, 1]")
+        if self.x0 not in TRAIN_X0:
+            raise unknown_name("x0", self.x0, TRAIN_X0)
+        _require(is_integer_in(self.x0_window, 1, self.window - 1 if self.x0 == "encoder" else math.inf),
+                 "x0_window", "an integer in [1, window)" if self.x0 == "encoder" else "a positive integer")
         _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "positive or None")
         _require(is_integer_in(self.divergence_retries, 0), "divergence_retries", "an integer >= 0")
         _require(self.dtype in ("float32", "float64"), "dtype", "'float32' or 'float64'")
@@ -276,13 +289,22 @@ class _Schedule:
 
 
 @torch.no_grad()
-def validation_rmse(model: Model, records: Sequence[ValidationRecord], mode: str = "auto") -> float:
+def validation_rmse(model: Model, records: Sequence[ValidationRecord], mode: str = "auto", x0: str = "zero",
+                    x0_window: int = 0) -> float:
     """RMSE (physical units, mean over outputs) of free-run simulations, each scored from its start index, with
-    the simulation engine ``mode``."""
+    the simulation engine ``mode``; with ``x0`` other than "zero", each record is simulated from the ``x0_window``
+    samples before its start (or its first ones), the state estimated on them (``Model.simulate``)."""
     errors = []
     for rec in records:
-        y_hat = model.simulate(rec.data.u, mode=mode)
-        errors.append(rec.data.y[rec.start :] - y_hat[rec.start :])
+        if x0 == "zero":
+            y_hat = model.simulate(rec.data.u, mode=mode)[rec.start :]
+            errors.append(rec.data.y[rec.start :] - y_hat)
+            continue
+        begin = max(rec.start - x0_window, 0)
+        window = rec.data[begin:]
+        y_hat = model.simulate(window.u, mode=mode, y_init=window.y[:x0_window], x0=x0)
+        scored = max(x0_window, rec.start - begin)
+        errors.append(window.y[scored:] - y_hat[scored:])
     err = np.concatenate(errors, axis=0)
     return float(np.sqrt(np.mean(err**2, axis=0)).mean())
 
@@ -344,6 +366,8 @@ def fit(
     model.to(device=device, dtype=dtype)
     if config.init == "linear":
         model.start_linear(train_parts, val_parts)
+    if config.x0 == "encoder":
+        model.attach_state_encoder(config.x0_window)
     for record, part in zip(records, train_parts, strict=True):
         if len(part) < config.window:
             held = f" after its last {len(record) - len(part)} were held out for validation" if part is not record \
@@ -391,7 +415,7 @@ def _train_loop(
         state = _load_checkpoint(ckpt, model, optimizer, schedule, gen, config)
     elif val_parts:  # the starting model (e.g. a linear initialisation) is candidate -1
         model.eval()
-        state["best_val"] = validation_rmse(model, val_parts, config.mode)
+        state["best_val"] = validation_rmse(model, val_parts, config.mode, config.x0, config.x0_window)
         state["best_params"] = copy.deepcopy(model.state_dict())
     budget = config.max_minutes * 60 if config.max_minutes else math.inf
     start = time.monotonic() - state["elapsed"]
@@ -416,7 +440,8 @@ def _train_loop(
                         "(%d of %d recoveries)", epoch + 1, state["lr_halvings"], config.divergence_retries)
             continue
         model.eval()
-        val_rmse = validation_rmse(model, val_parts, config.mode) if val_parts else train_loss
+        val_rmse = validation_rmse(model, val_parts, config.mode, config.x0, config.x0_window) if val_parts \
+            else train_loss
         improved = val_rmse < state["best_val"]
         if improved:
             state["best_val"], state["best_epoch"] = val_rmse, epoch + 1
@@ -477,11 +502,18 @@ def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Te
     washout (the integrator's offset and the washout's drift cancel).
     """
     optimizer.zero_grad(set_to_none=True)
-    y_hat, _ = model(u, mode=config.mode)
-    if model.integrates_output:
-        anchor = max(config.washout - 1, 0)
-        y_hat, y = y_hat - y_hat[:, anchor : anchor + 1], y - y[:, anchor : anchor + 1]
-    err = (y_hat - y)[:, config.washout :] / scale  # (b, t, n_y)
+    if config.x0 == "encoder":  # the window's head sets the state; its tail is simulated and scored
+        head = config.x0_window
+        encoded = model.state_encoder(model.normalize_input(u[:, :head]), (y[:, :head] - model.y_mean) / model.y_std)
+        start = initial_state.unflatten_state(encoded.double(), model.init_state(u.shape[0]))
+        y_hat, _ = model(u[:, head:], start, mode=config.mode)
+        err = (y_hat - y[:, head:]) / scale  # (b, t, n_y)
+    else:
+        y_hat, _ = model(u, mode=config.mode)
+        if model.integrates_output:
+            anchor = max(config.washout - 1, 0)
+            y_hat, y = y_hat - y_hat[:, anchor : anchor + 1], y - y[:, anchor : anchor + 1]
+        err = (y_hat - y)[:, config.washout :] / scale  # (b, t, n_y)
     weighted = err.pow(2) if config.loss_decay == 1 else err.pow(2) * loss_weights(err.shape[1], config.loss_decay,
                                                                                   err)[:, None]
     loss = weighted.mean()

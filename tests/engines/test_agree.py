@@ -78,13 +78,16 @@ def test_chunked_simulation_continues_state(name: str) -> None:
 @pytest.mark.parametrize("name", LAYER_NAMES)
 @pytest.mark.parametrize("engine", ["loop"] + ENGINES)
 def test_gradients_match_loop(name: str, engine: str) -> None:
-    """Gradients of a loss through each engine equal those through the loop."""
+    """Gradients of a loss through each engine equal those through the loop, for the parameters and for the
+    initial state (the initial-state estimation needs the latter)."""
     torch.manual_seed(0)
     u = torch.randn(2, 40, 3, dtype=torch.float64)
     grads = {}
     for mode in ("loop", engine):
         layer = build_layer(name).double()
-        eta, x = layer(u, mode=mode)
+        x0 = random_state(layer, 2, torch.Generator().manual_seed(1)).requires_grad_(True)
+        eta, x = layer(u, x0, mode=mode)
         (eta.pow(2).mean() + x.abs().pow(2).mean()).backward()
-        grads[mode] = torch.cat([p.grad.flatten() for p in layer.parameters()])
+        grads[mode] = torch.cat([p.grad.flatten() for p in layer.parameters()]
+                                + [torch.view_as_real(x0.grad).flatten()])
     torch.testing.assert_close(grads[engine], grads["loop"], rtol=1e-7, atol=1e-9)

@@ -63,7 +63,8 @@ def test_git_commit_is_dirty_for_code_changes_only(tmp_path: Path) -> None:
     assert git_commit(tmp_path).endswith("+dirty")
 
 
-def _headline_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_rmse: tuple[float, float]):
+def _headline_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_rmse: tuple[float, float],
+                   estimated: tuple[float, float] | None = None):
     """Two tiny saved models as the runs of seeds 0 and 1, their data, and the script module pointed at them."""
     script = _script()
     monkeypatch.setattr(script, "ROOT", tmp_path)
@@ -78,6 +79,8 @@ def _headline_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_rmse: tu
         model.with_dt(0.1)
         save(model, tmp_path / f"r{seed}" / "model.dw")
         runs.append({"seed": seed, "run": f"r{seed}", "best_val_rmse": val})
+        if estimated is not None:
+            runs[-1]["val_rmse_estimated"] = estimated[seed]
     out = tmp_path / "out"
     out.mkdir()
     return script, runs, SimpleNamespace(train=TrainConfig(val_fraction=0.25)), data, out
@@ -111,3 +114,12 @@ def test_headline_needs_every_model_file(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "r0" / "model.dw").unlink()
     with pytest.raises(SystemExit, match=r"model files missing .*r0/model\.dw"):
         script.headline(runs, cfg, data, out)
+
+
+def test_the_estimated_state_protocol_chooses_its_own_headline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script, runs, cfg, data, out = _headline_case(tmp_path, monkeypatch, (1e-12, 1e-9), estimated=(1e-9, 1e-12))
+    choice = script.headline(runs, cfg, data, out)
+    assert choice["model"] == "seed 0" and choice["estimated"] == {"model": "seed 1", "val_rmse": 1e-12}
+    assert (out / "best.dw").read_bytes() == (tmp_path / "r0" / "model.dw").read_bytes()
+    assert (out / "best-estimated.dw").read_bytes() == (tmp_path / "r1" / "model.dw").read_bytes()
+    assert not (out / "ensemble.dw").exists()

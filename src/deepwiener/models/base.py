@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError
+from deepwiener.models import initial_state
 from deepwiener.models.streamers import Streamer, TorchStreamer
 from deepwiener.stepgraph import StepGraph
 
@@ -62,6 +63,8 @@ CAPABILITIES: tuple[str, ...] = ("poles", "blocks", "reduce")
 """The analyses a kind may support: ``poles()``; ``analysis.blocks``/``inspect``; ``analysis.reduce``."""
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 """The dtypes of models, by the names model files use."""
+ENCODER_KEY = "x0_encoder"
+"""The reserved config key of a model file under which a model's state encoder is described."""
 
 
 class Model(nn.Module, abc.ABC):
@@ -133,20 +136,31 @@ class Model(nn.Module, abc.ABC):
         return self.stepper().step(u_k, state)
 
     @torch.no_grad()
-    def simulate(self, u: np.ndarray, mode: str = "auto") -> np.ndarray:
-        """Free-run simulation from the zero state in physical units.
+    def simulate(self, u: np.ndarray, mode: str = "auto", *, y_init: np.ndarray | None = None,
+                 x0: str = "zero") -> np.ndarray:
+        """Free-run simulation in physical units, from the zero state or from a state estimated on an init window.
 
         Args:
             u: (time, n_u) or (time,) for n_u = 1, numpy.
             mode: simulation engine, passed to ``forward``.
+            y_init: (n, n_y) (or (n,) for n_y = 1) measured outputs of the first n samples, 0 < n < time: the init
+                window; only these outputs are read. Needed by ``x0`` "fit" and "encoder".
+            x0: how the state is set (``models.initial_state``): "zero" (the zero state at the start, ``y_init``
+                unused), "fit" (the start state that best explains the window) or "encoder" (the state at the
+                window's end from the model's trained state encoder).
 
         Returns:
-            y: (time, n_y) numpy float64.
+            y: (time, n_y) numpy float64; with an estimated state, the window's samples are simulated from the
+            estimated start ("fit") or from zero ("encoder"), the rest from the state at the window's end.
 
         Raises:
-            DataError: a wrong shape or NaN/inf in ``u``.
+            DataError: a wrong shape or NaN/inf in ``u`` or ``y_init``, or a missing or too long ``y_init``.
+            ConfigError: an unknown ``x0``, or "encoder" for a model without a state encoder (or one trained on
+                another window length).
         """
         u_arr = self.check_numpy_input(u)
+        if initial_state.check_method(x0) != "zero":
+            return self._simulate_from_window(u_arr, y_init, x0, mode)
         was_training = self.training
         self.eval()
         try:
@@ -154,6 +168,96 @@ class Model(nn.Module, abc.ABC):
         finally:
             self.train(was_training)
         return y[0].double().cpu().numpy()
+
+    def _simulate_from_window(self, u: np.ndarray, y_init: np.ndarray | None, x0: str, mode: str) -> np.ndarray:
+        """:meth:`simulate` with a state estimated on the window ``y_init`` (validated u (T, n_u))."""
+        window = self.check_init_window(y_init, len(u), x0)
+        like = self.u_mean
+        u_t = torch.tensor(u, dtype=like.dtype, device=like.device)[None]
+        y_t = torch.tensor(window, dtype=like.dtype, device=like.device)[None]
+        was_training = self.training
+        self.eval()
+        try:
+            head, state = self.estimate_state(u_t[:, : len(window)], y_t, x0, mode)
+            tail, _ = self(u_t[:, len(window) :], state, mode=mode)
+        finally:
+            self.train(was_training)
+        return torch.cat([head, tail], dim=1)[0].double().cpu().numpy()
+
+    def check_init_window(self, y_init: np.ndarray | None, length: int, x0: str) -> np.ndarray:
+        """``y_init`` as a finite (n, n_y) float64 array with 0 < n < ``length``.
+
+        Raises:
+            DataError: a missing window, a wrong shape, NaN/inf, or a window as long as the record.
+        """
+        if y_init is None:
+            raise DataError(f"x0={x0!r} sets the state from measured outputs: give y_init, the first n samples of y")
+        window = np.asarray(y_init, dtype=np.float64)
+        if window.ndim == 1 and self.config.n_y == 1:
+            window = window[:, None]
+        if window.ndim != 2 or window.shape[1] != self.config.n_y or not 0 < len(window) < length:
+            raise DataError(f"y_init must have shape (n, n_y={self.config.n_y}) with 0 < n < {length} (the record's "
+                            f"length); got {window.shape}")
+        if not np.isfinite(window).all():
+            raise DataError(f"y_init contains {int((~np.isfinite(window)).sum())} NaN/inf values")
+        return window
+
+    def estimate_state(self, u_init: Tensor, y_init: Tensor, x0: str = "fit",
+                       mode: str = "auto") -> tuple[Tensor, Any]:
+        """The state at the end of an init window (``models.initial_state``).
+
+        Args:
+            u_init: (1, n, n_u) inputs of the window, physical units, the model's dtype.
+            y_init: (1, n, n_y) measured outputs of the window.
+            x0: "zero", "fit" or "encoder".
+            mode: simulation engine.
+
+        Returns:
+            The simulated outputs over the window (1, n, n_y), and the state at its end.
+        """
+        initial_state.check_window(u_init, y_init, self.config.n_u, self.config.n_y)
+        if initial_state.check_method(x0) == "fit":
+            start = initial_state.unflatten_state(self.fit_state_vector(u_init, y_init, mode), self.init_state(1))
+            return self(u_init, start, mode=mode)
+        head, state = self(u_init, None, mode=mode)
+        if x0 == "encoder":
+            encoder = self.require_state_encoder(u_init.shape[1])
+            flat = encoder(self.normalize_input(u_init), (y_init - self.y_mean) / self.y_std)
+            state = initial_state.unflatten_state(flat.double(), self.init_state(1))
+        return head, state
+
+    def fit_state_vector(self, u_init: Tensor, y_init: Tensor, mode: str) -> Tensor:
+        """The flattened start state that best explains a window ("fit": ``initial_state.fit_state``); a kind that
+        is linear in its state may solve it in closed form."""
+        return initial_state.fit_state(self, u_init, y_init, mode)
+
+    @property
+    def state_encoder(self) -> initial_state.StateEncoder | None:
+        """The trained state encoder (``x0="encoder"``), or None."""
+        return self._modules.get("x0_encoder")  # type: ignore[return-value]
+
+    def attach_state_encoder(self, window: int, hidden: int = 64) -> initial_state.StateEncoder:
+        """Give the model a fresh state encoder for init windows of ``window`` samples (``fit`` trains it with the
+        model for ``TrainConfig(x0="encoder")``); in the model's dtype and on its device."""
+        n_state = initial_state.flatten_state(self.init_state(1)).shape[1]
+        encoder = initial_state.StateEncoder(self.config.n_u, self.config.n_y, window, n_state, hidden)
+        self.add_module("x0_encoder", encoder.to(self.u_mean))
+        return encoder
+
+    def require_state_encoder(self, window: int) -> initial_state.StateEncoder:
+        """The state encoder, trained for windows of ``window`` samples.
+
+        Raises:
+            ConfigError: the model has none, or one for another window length.
+        """
+        encoder = self.state_encoder
+        if encoder is None:
+            raise ConfigError(f"x0='encoder' needs a model trained with a state encoder (TrainConfig(x0='encoder')); "
+                              f"this {self.kind} model has none")
+        if encoder.window != window:
+            raise ConfigError(f"the model's state encoder reads init windows of {encoder.window} samples, not "
+                              f"{window}")
+        return encoder
 
     def check_numpy_input(self, u: np.ndarray) -> np.ndarray:
         """``u`` as a finite (time, n_u) float64 array ((time,) is accepted when n_u = 1).
@@ -362,8 +466,12 @@ class Model(nn.Module, abc.ABC):
         return {name: getattr(self, name).double().tolist() for name in ("u_mean", "u_std", "y_mean", "y_std")}
 
     def file_parts(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        """What a model file stores: the config as plain data and the tensors (``state_dict``, CPU, contiguous)."""
-        return self.config.to_dict(), {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        """What a model file stores: the config as plain data (with the state encoder's shape under the reserved key
+        ``"x0_encoder"`` when the model has one) and the tensors (``state_dict``, CPU, contiguous)."""
+        config = self.config.to_dict()
+        if self.state_encoder is not None:
+            config[ENCODER_KEY] = dict(self.state_encoder.spec)
+        return config, {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
 
     @classmethod
     def config_from_file(cls, data: dict[str, Any]) -> Any:
@@ -372,8 +480,9 @@ class Model(nn.Module, abc.ABC):
         Raises:
             ModelFileError: an invalid config.
         """
+        kind_fields = {key: value for key, value in data.items() if key != ENCODER_KEY}  # the encoder is the base's
         try:
-            return cls.config_class.from_dict(data)
+            return cls.config_class.from_dict(kind_fields)
         except (DeepWienerError, TypeError) as exc:
             raise ModelFileError(f"invalid model config: {exc} (model kind {cls.kind_name()!r})") from exc
 
@@ -385,7 +494,14 @@ class Model(nn.Module, abc.ABC):
             ModelFileError: an invalid config, tensors whose names or shapes do not match it, or a scaler that is
                 not finite and positive.
         """
+        config = dict(config)
+        encoder = config.pop(ENCODER_KEY, None)
         model = cls.from_config(cls.config_from_file(config)).to(dtype)
+        if encoder is not None:
+            try:
+                model.attach_state_encoder(encoder["window"], encoder["hidden"])
+            except (KeyError, TypeError, DeepWienerError) as exc:
+                raise ModelFileError(f"invalid state encoder {encoder!r}: {exc}") from exc
         check_tensors({name: tuple(t.shape) for name, t in model.state_dict().items()}, tensors)
         model.load_state_dict(dict(tensors), strict=True)
         scales = torch.cat([model.u_std.flatten(), model.y_std.flatten()])

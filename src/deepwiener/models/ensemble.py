@@ -135,20 +135,24 @@ class Ensemble(Model):
         the tuple of the members' states."""
         return EnsembleStreamer([m.fast_stepper() for m in self.members])
 
-    def simulate(self, u: np.ndarray, mode: str = "auto") -> np.ndarray:
-        """Free-run simulation of every member from its zero state, averaged.
+    def simulate(self, u: np.ndarray, mode: str = "auto", *, y_init: np.ndarray | None = None,
+                 x0: str = "zero") -> np.ndarray:
+        """Free-run simulation of every member, averaged; with ``x0`` "fit" or "encoder" each member estimates its
+        own state on the init window ``y_init`` (``Model.simulate``).
 
         Args:
             u: (time, n_u), or (time,) when n_u = 1, in physical units.
             mode: simulation engine, passed to every member.
+            y_init: (n, n_y) measured outputs of the init window, for ``x0`` other than "zero".
+            x0: "zero", "fit" or "encoder".
 
         Returns:
             y: (time, n_y) float64, the mean of the members' outputs.
 
         Raises:
-            DataError: a wrong shape or NaN/inf in ``u`` (from the members).
+            DataError: a wrong shape or NaN/inf in ``u`` or ``y_init`` (from the members).
         """
-        return np.mean([m.simulate(u, mode=mode) for m in self.members], axis=0)
+        return np.mean([m.simulate(u, mode=mode, y_init=y_init, x0=x0) for m in self.members], axis=0)
 
     def file_parts(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """``{"members": [{"kind", "dtype", "config"}, ...]}`` and member ``i``'s tensors as ``member<i>.<name>``."""

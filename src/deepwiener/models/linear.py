@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from deepwiener.data import IOData, ValidationRecord, output_increments
 from deepwiener.errors import ConfigError, check_positive_ints
 from deepwiener.identification import LinearStateSpace, identify_linear, simulate_state_space
+from deepwiener.models import initial_state
 from deepwiener.models.base import Model
 from deepwiener.options import DictConfig, check_sampling_time
 from deepwiener.stepgraph import StepGraph
@@ -212,12 +213,30 @@ class LinearModel(Model):
         y_n = torch.as_tensor(np.stack([y for y, _ in rows]), device=u_n.device)
         return y_n, torch.as_tensor(np.stack([x_T for _, x_T in rows]), device=u_n.device)
 
+    def fit_state_vector(self, u_init: Tensor, y_init: Tensor, mode: str) -> Tensor:
+        """The start state that best explains a window, in closed form: the output is affine in the (flattened)
+        state, so its columns are simulated one unit state at a time and the minimum-norm least-squares solution
+        taken (exact for a noiseless window of an observable model; the penalty of "fit" is not needed)."""
+        template = self.init_state(1)
+        size = initial_state.flatten_state(template).shape[1]
+        scale = self.y_std.double()
+        with torch.no_grad():
+            base, _ = self(u_init, None, mode=mode)
+            columns = []
+            for unit in torch.eye(size, dtype=torch.float64, device=u_init.device):
+                y_unit, _ = self(u_init, initial_state.unflatten_state(unit[None], template), mode=mode)
+                columns.append(((y_unit - base).double() / scale).reshape(-1))
+        target = ((y_init.double() - base.double()) / scale).reshape(-1)
+        solution = np.linalg.lstsq(torch.stack(columns, dim=1).cpu().numpy(), target.cpu().numpy(), rcond=None)[0]
+        return torch.as_tensor(solution, device=u_init.device)[None]
+
     @torch.no_grad()
-    def simulate(self, u: np.ndarray, mode: str = "auto") -> np.ndarray:
-        """Free-run simulation from the zero state in physical units: u (time, n_u) or (time,) -> y (time, n_y)
-        float64 (mode: as :meth:`forward`)."""
+    def simulate(self, u: np.ndarray, mode: str = "auto", *, y_init: np.ndarray | None = None,
+                 x0: str = "zero") -> np.ndarray:
+        """Free-run simulation in physical units: u (time, n_u) or (time,) -> y (time, n_y) float64 (mode: as
+        :meth:`forward`; ``y_init`` and ``x0``: ``Model.simulate``)."""
         u_arr = self.check_numpy_input(u)
-        if mode == "loop":
-            return super().simulate(u_arr, mode)
+        if mode == "loop" or x0 != "zero":
+            return super().simulate(u_arr, mode, y_init=y_init, x0=x0)
         y = self.state_space().simulate(u_arr)
         return np.cumsum(y, axis=0) if self.integrates_output else y
