@@ -20,11 +20,23 @@ from deepwiener.layers import LAYERS, LTILayer, make_layer
 LAYER_NAMES = tuple(name for name, cls in LAYERS.items() if issubclass(cls, LTILayer))
 """The registered LTI layers (the selective S6 is not one)."""
 
+LAYER_VARIANTS: dict[str, tuple[str, dict[str, object]]] = {"s4-blocks": ("s4", {"block_order": 2})}
+"""Layers of another structure than their default: test name -> (layer name, options)."""
+
+LAYER_CASES = (*LAYER_NAMES, *LAYER_VARIANTS)
+"""Every layer name and every variant: the names ``build_layer`` and ``layer_spec`` accept."""
+
+
+def layer_spec(name: str, **options: object) -> tuple[str, dict[str, object]]:
+    """(layer name, options) of a name of ``LAYER_CASES``, with ``options`` added."""
+    layer, base = LAYER_VARIANTS.get(name, (name, {}))
+    return layer, {**base, **options}
+
 
 def build_layer(name: str, width: int = 3, d_state: int = 4, seed: int = 0, slow: bool = False) -> LTILayer:
-    """A layer with random parameters; ``slow`` puts its poles at |lam| > 0.999."""
-    gen = torch.Generator().manual_seed(seed)
-    layer = make_layer(name, width, width, d_state, None, gen)
+    """A layer (a name of ``LAYER_CASES``) with random parameters; ``slow`` puts its poles at |lam| > 0.999."""
+    layer_name, options = layer_spec(name)
+    layer = make_layer(layer_name, width, width, d_state, options, torch.Generator().manual_seed(seed))
     if slow:
         with torch.no_grad():
             if name == "lru":

@@ -13,9 +13,11 @@ layout, each complex state as a (Re, Im) pair, for the streaming/ONNX/C step).
 Two structures exist:
 
 * ``DiagonalSSM``: A = diag(lam); MIMO ``B (n, d_in)``, ``C (d_out, n)``. LRU, S5 and S4D produce it.
-* ``DPLRSSM``: one SISO system per channel whose continuous-time matrix is diagonal plus low rank,
-  A_c = Lambda - P P^*, discretised by the bilinear transform (S4). Its impulse response comes from
-  Cauchy sums and the Woodbury identity; simulation by scan uses its eigendecomposition (``modal()``).
+* ``DPLRSSM``: blocks whose continuous-time matrix is diagonal plus low rank, A_c = Lambda - P P^*,
+  discretised by the bilinear transform (S4), in two layouts: ``DPLRBank`` (one SISO system per channel)
+  and ``DPLRBlocks`` (MIMO blocks reading every input and writing every output). The impulse response
+  comes from Cauchy sums and the Woodbury identity; simulation by scan uses the eigendecomposition of each
+  block (``modal()``).
 
 Engines only talk to the methods of ``LinearSystem``; no ``isinstance`` dispatch is needed.
 """
@@ -145,8 +147,9 @@ class LinearSystem(abc.ABC):
     @abc.abstractmethod
     def blocks(self) -> tuple[Tensor, Tensor, Tensor]:
         """The half-pair system with A as the diagonal blocks it is made of, complex: A (G, m, m), B (G m, d_in),
-        C (d_out, G m); 1 x 1 blocks (the eigenvalues) for a diagonal system, one n x n block per channel for a
-        DPLR bank. The states are numbered as in ``state_shape``, flattened."""
+        C (d_out, G m); 1 x 1 blocks (the eigenvalues) for a diagonal system, one m x m block per DPLR block (one
+        per channel in a ``DPLRBank``, one per MIMO block in ``DPLRBlocks``). The states are numbered as in
+        ``state_shape``, flattened."""
 
     def init_state(self, batch: int) -> Tensor:
         """Zero state: (batch, *state_shape) complex."""
@@ -264,17 +267,41 @@ class DiagonalSSM(LinearSystem):
         return self.lam[:, None, None], self.B, self.C
 
 
+def bank_io(B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense input and output maps of a bank of SISO systems (system g reads input g and writes output g).
+
+    Args:
+        B, C: (h, n) complex each: the input and output vectors of each system.
+
+    Returns:
+        B (h*n, h) and C (h, h*n), block-sparse; the states of system g are rows g*n .. g*n+n-1.
+    """
+    h, n = B.shape
+    eye = torch.eye(h, dtype=B.dtype, device=B.device)
+    return (B[:, :, None] * eye[:, None, :]).reshape(h * n, h), (eye[:, :, None] * C[None, :, :]).reshape(h, h * n)
+
+
 @dataclass(frozen=True, eq=False)
 class DPLRSSM(LinearSystem):
-    """A bank of SISO systems (one per channel), continuous A_c = diag(lam_c) - P P^*, bilinear-discretised.
+    """G blocks of order m, each with a continuous-time diagonal-plus-low-rank state matrix, bilinear-discretised.
+
+    Block g (state x_g in C^m, step d_g)::
+
+        A_c,g = diag(lam_c,g) - P_g P_g^*
+        A_g = (I - d_g/2 A_c,g)^-1 (I + d_g/2 A_c,g),   B_g = (I - d_g/2 A_c,g)^-1 d_g B_c,g
+
+    The blocks share this dynamics; how they read the inputs and write the outputs is the layout of a subclass:
+    ``DPLRBank`` (one SISO system per channel, the S4 paper) or ``DPLRBlocks`` (MIMO blocks that read every
+    input and write every output). The impulse response comes from Cauchy sums and the Woodbury identity
+    (``markov``); simulation by scan uses the eigendecomposition of each block (``modal``).
 
     Attributes:
-        lam_c: (h, n) complex continuous-time diagonal part, Re < 0.
-        P: (h, n) complex low-rank factor.
-        B_c: (h, n) complex continuous input vector of each channel.
-        C: (h, n) complex output vector of each channel.
-        D: (h, h) real (diagonal) feedthrough.
-        delta: (h,) real positive step of each channel, in samples.
+        lam_c: (G, m) complex continuous-time diagonal part, Re < 0.
+        P: (G, m) complex low-rank factor.
+        B_c: continuous input map, shape of the layout.
+        C: output map, shape of the layout.
+        D: (d_out, d_in) real feedthrough.
+        delta: (G,) real positive step of each block, in samples.
         readout: "next" or "current".
     """
 
@@ -287,14 +314,6 @@ class DPLRSSM(LinearSystem):
     readout: Readout = "next"
 
     @property
-    def d_in(self) -> int:
-        return self.lam_c.shape[0]
-
-    @property
-    def d_out(self) -> int:
-        return self.lam_c.shape[0]
-
-    @property
     def state_shape(self) -> tuple[int, ...]:
         return tuple(self.lam_c.shape)
 
@@ -302,93 +321,185 @@ class DPLRSSM(LinearSystem):
     def cdtype(self) -> torch.dtype:
         return self.lam_c.dtype
 
-    @functools.cached_property
-    def discrete(self) -> tuple[Tensor, Tensor]:
-        """Bilinear transform, computed once per system object:
-        A = (I - d/2 A_c)^-1 (I + d/2 A_c), B = (I - d/2 A_c)^-1 d B_c.
+    @abc.abstractmethod
+    def drive(self, B: Tensor, u_k: Tensor) -> Tensor:
+        """The input term of each block: B, a discrete input map of the layout's shape; u_k (batch, d_in)
+        real -> (batch, G, m) complex."""
+
+    @abc.abstractmethod
+    def read(self, M: Tensor) -> Tensor:
+        """C times one matrix per block: M (G, m, m) complex -> an output map of the layout's shape."""
+
+    @abc.abstractmethod
+    def flat_io(self, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+        """Input and output maps of the layout's shapes -> dense B (G*m, d_in) and C (d_out, G*m) of the states
+        flattened block by block."""
+
+    @abc.abstractmethod
+    def kernel_spectrum(self, C: Tensor, r: Tensor, v: Tensor, d: Tensor) -> Tensor:
+        """Markov parameters of the output map C from the Woodbury terms (see ``markov``).
+
+        Args:
+            C: output map of the layout's shape (C (I - A^L)).
+            r: (G, L, m) complex Cauchy weights 1 / ((1 - z) - d/2 (1 + z) lam_c).
+            v: (G, L) complex d/2 (1 + z).
+            d: (G,) complex steps.
 
         Returns:
-            (A (h, n, n), B (h, n)) complex.
+            (L, d_out, d_in) real: the inverse DFT over the L frequencies of the transfer function.
         """
-        h, n = self.lam_c.shape
-        eye = torch.eye(n, dtype=self.cdtype, device=self.lam_c.device)
-        A_c = torch.diag_embed(self.lam_c) - self.P[:, :, None] * self.P.conj()[:, None, :]  # (h, n, n)
+
+    @functools.cached_property
+    def discrete(self) -> tuple[Tensor, Tensor]:
+        """Bilinear transform, computed once per system object.
+
+        Returns:
+            (A (G, m, m), B of B_c's shape) complex.
+        """
+        G, m = self.lam_c.shape
+        eye = torch.eye(m, dtype=self.cdtype, device=self.lam_c.device)
+        A_c = torch.diag_embed(self.lam_c) - self.P[:, :, None] * self.P.conj()[:, None, :]  # (G, m, m)
         half = (self.delta / 2).to(self.cdtype)[:, None, None]
         M = eye - half * A_c
         A = torch.linalg.solve(M, eye + half * A_c)
-        B = torch.linalg.solve(M, (2 * half[:, :, 0] * self.B_c)[..., None])[..., 0]
+        B = torch.linalg.solve(M, 2 * half * self.B_c.reshape(G, m, -1)).reshape(self.B_c.shape)
         return A, B
 
     def advance(self, x: Tensor, u_k: Tensor) -> Tensor:
         A, B = self.discrete
-        return torch.einsum("hij,bhj->bhi", A, x) + B * u_k.to(B.dtype)[..., None]
-
-    def observe(self, x: Tensor) -> Tensor:
-        return (x * self.C).sum(-1).real
+        return torch.einsum("gij,bgj->bgi", A, x) + self.drive(B, u_k)
 
     def markov(self, length: int) -> Tensor:
         """Cauchy kernel + Woodbury identity on the truncated generating function (exact, no wrap-around).
 
-        sum_{m<L} K_m z^m = C (I - A^L)(I - A z)^-1 B; at the L-th roots of unity this is the DFT of K.
-        With the bilinear transform, (I - A z)^-1 B = (Mz)^-1 d B_c where
-        Mz = diag((1 - z) - d/2 (1 + z) lam_c) + d/2 (1 + z) P P^*, inverted by Woodbury with
-        Cauchy sums over the modes.
+        sum_{k<L} K_k z^k = C (I - A^L)(I - A z)^-1 B; at the L-th roots of unity this is the DFT of K.
+        With the bilinear transform, (I - A z)^-1 B = (Mz)^-1 d B_c per block, where
+        Mz = diag((1 - z) - v lam_c) + v P P^* and v = d/2 (1 + z); Woodbury inverts it with the Cauchy
+        sums k_ab = sum_j a_j r_j b_j over the modes, r = 1 / ((1 - z) - v lam_c):
+        C (Mz)^-1 d B_c = d (k_CB - v k_CP k_PB / (1 + v k_PP)), with k_PB and k_PP read with P^*.
         """
-        h, n = self.lam_c.shape
         if length == 0:
-            return torch.zeros(0, h, h, dtype=self.D.dtype, device=self.D.device)
+            return torch.zeros(0, self.d_out, self.d_in, dtype=self.D.dtype, device=self.D.device)
         A, _ = self.discrete
-        c_tilde = self.C[:, None, :] - (self.C[:, None, :] @ torch.linalg.matrix_power(A, length))  # (h,1,n)
-        c_tilde = c_tilde[:, 0, :]  # (h, n)
+        c_tilde = self.C - self.read(torch.linalg.matrix_power(A, length))
         k = torch.arange(length, device=self.lam_c.device, dtype=torch.float64)
         z = torch.exp(-2j * torch.pi * k / length).to(self.cdtype)  # (L,)
-        d = self.delta.to(self.cdtype)[:, None, None]  # (h, 1, 1)
-        denom = (1 - z)[None, :, None] - d / 2 * (1 + z)[None, :, None] * self.lam_c[:, None, :]  # (h, L, n)
-        r = 1 / denom
-        u_scale = d[..., 0] / 2 * (1 + z)[None, :]  # (h, L)
-        p_conj = self.P.conj()[:, None, :]
-
-        def cauchy(left: Tensor, right: Tensor) -> Tensor:
-            return (left[:, None, :] * r * right[:, None, :]).sum(-1)  # (h, L)
-
-        k_cb = cauchy(c_tilde, self.B_c)
-        k_cp = cauchy(c_tilde, self.P) * u_scale
-        k_pp = (p_conj * r * self.P[:, None, :]).sum(-1) * u_scale
-        k_pb = (p_conj * r * self.B_c[:, None, :]).sum(-1)
-        k_hat = d[..., 0] * (k_cb - k_cp * k_pb / (1 + k_pp))  # (h, L)
-        kern = torch.fft.ifft(k_hat, dim=-1).real.T  # (L, h)
-        return torch.diag_embed(kern.to(self.D.dtype))  # (L, h, h)
+        # written as before the MIMO blocks existed, so that the SISO bank's values and gradients stay bit-identical
+        d = self.delta.to(self.cdtype)[:, None, None]  # (G, 1, 1)
+        r = 1 / ((1 - z)[None, :, None] - d / 2 * (1 + z)[None, :, None] * self.lam_c[:, None, :])  # (G, L, m)
+        v = d[..., 0] / 2 * (1 + z)[None, :]  # (G, L)
+        return self.kernel_spectrum(c_tilde, r, v, d[..., 0, 0]).to(self.D.dtype)
 
     def modal(self) -> tuple[DiagonalSSM, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-        """Eigendecomposition A = V diag(lam) V^-1 per channel, computed in complex128 (differentiable for
+        """Eigendecomposition A = V diag(lam) V^-1 per block, computed in complex128 (differentiable for
         distinct eigenvalues)."""
         A, B = self.discrete
-        lam, V = torch.linalg.eig(A.to(torch.complex128))  # (h, n), (h, n, n); float64 for accuracy
+        lam, V = torch.linalg.eig(A.to(torch.complex128))  # (G, m), (G, m, m); float64 for accuracy
         V_inv = torch.linalg.inv(V)
         lam, V, V_inv = lam.to(self.cdtype), V.to(self.cdtype), V_inv.to(self.cdtype)
-        h, n = lam.shape
-        b_modal = (V_inv @ B[..., None])[..., 0]  # (h, n)
-        c_modal = (self.C[:, None, :] @ V)[:, 0, :]  # (h, n)
-        eye = torch.eye(h, dtype=self.cdtype, device=lam.device)
-        B_flat = (b_modal[:, :, None] * eye[:, None, :]).reshape(h * n, h)  # block layout
-        C_flat = (eye[:, :, None] * c_modal[None, :, :]).reshape(h, h * n)
-        diag = DiagonalSSM(lam.reshape(-1), B_flat, C_flat, self.D, self.readout)
+        G, m = lam.shape
+        b_modal = (V_inv @ B.reshape(G, m, -1)).reshape(B.shape)
+        diag = DiagonalSSM(lam.reshape(-1), *self.flat_io(b_modal, self.read(V)), self.D, self.readout)
 
         def to_modal(x: Tensor) -> Tensor:
-            return torch.einsum("hij,bhj->bhi", V_inv, x).reshape(x.shape[0], h * n)
+            return torch.einsum("gij,bgj->bgi", V_inv, x).reshape(x.shape[0], G * m)
 
         def from_modal(z: Tensor) -> Tensor:
-            return torch.einsum("hij,bhj->bhi", V, z.reshape(z.shape[0], h, n))
+            return torch.einsum("gij,bgj->bgi", V, z.reshape(z.shape[0], G, m))
 
         return diag, to_modal, from_modal
 
     def blocks(self) -> tuple[Tensor, Tensor, Tensor]:
         A, B = self.discrete
-        h, n = self.lam_c.shape
-        eye = torch.eye(h, dtype=self.cdtype, device=A.device)
-        B_bd = (B[:, :, None] * eye[:, None, :]).reshape(h * n, h)
-        C_bd = (eye[:, :, None] * self.C[None, :, :]).reshape(h, h * n)
-        return A, B_bd, C_bd
+        return A, *self.flat_io(B, self.C)
+
+
+@dataclass(frozen=True, eq=False)
+class DPLRBank(DPLRSSM):
+    """DPLR layout "bank": one SISO system per channel (G = d_in = d_out = h channels, m = n modes each).
+
+    Attributes (besides those of ``DPLRSSM``):
+        B_c: (h, n) complex continuous input vector of each channel.
+        C: (h, n) complex output vector of each channel.
+        D: (h, h) real (diagonal) feedthrough.
+    """
+
+    @property
+    def d_in(self) -> int:
+        return self.lam_c.shape[0]
+
+    @property
+    def d_out(self) -> int:
+        return self.lam_c.shape[0]
+
+    def drive(self, B: Tensor, u_k: Tensor) -> Tensor:
+        return B * u_k.to(B.dtype)[..., None]
+
+    def observe(self, x: Tensor) -> Tensor:
+        return (x * self.C).sum(-1).real
+
+    def read(self, M: Tensor) -> Tensor:
+        return torch.einsum("gj,gjk->gk", self.C, M)
+
+    def flat_io(self, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+        return bank_io(B, C)
+
+    def kernel_spectrum(self, C: Tensor, r: Tensor, v: Tensor, d: Tensor) -> Tensor:
+        p_conj = self.P.conj()
+
+        def cauchy(left: Tensor, right: Tensor) -> Tensor:
+            return (left[:, None, :] * r * right[:, None, :]).sum(-1)  # (h, L)
+
+        # the operands in this order (complex products are not bit-commutative): the numbers of the SISO bank as
+        # before the MIMO blocks existed (tests/workflow/test_compatibility.py)
+        k_cb, k_cp = cauchy(C, self.B_c), cauchy(C, self.P) * v
+        k_pb, k_pp = cauchy(p_conj, self.B_c), cauchy(p_conj, self.P) * v
+        k_hat = d[:, None] * (k_cb - k_cp * k_pb / (1 + k_pp))  # (h, L)
+        return torch.diag_embed(torch.fft.ifft(k_hat, dim=-1).real.T)  # (L, h, h)
+
+
+@dataclass(frozen=True, eq=False)
+class DPLRBlocks(DPLRSSM):
+    """DPLR layout "blocks": G MIMO blocks of order m, each reading every input and writing every output.
+
+    eta = Re(sum_g C_g x_g) + D u, with x_g[k+1] = A_g x_g[k] + B_g u[k].
+
+    Attributes (besides those of ``DPLRSSM``):
+        B_c: (G, m, d_in) complex continuous input matrix of each block.
+        C: (d_out, G, m) complex output matrix.
+        D: (d_out, d_in) real feedthrough.
+    """
+
+    @property
+    def d_in(self) -> int:
+        return self.B_c.shape[2]
+
+    @property
+    def d_out(self) -> int:
+        return self.C.shape[0]
+
+    def drive(self, B: Tensor, u_k: Tensor) -> Tensor:
+        return torch.einsum("gji,bi->bgj", B, u_k.to(B.dtype))
+
+    def observe(self, x: Tensor) -> Tensor:
+        return torch.einsum("ogj,...gj->...o", self.C, x).real
+
+    def read(self, M: Tensor) -> Tensor:
+        return torch.einsum("ogj,gjk->ogk", self.C, M)
+
+    def flat_io(self, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+        G, m, d_in = B.shape
+        return B.reshape(G * m, d_in), C.reshape(C.shape[0], G * m)
+
+    def kernel_spectrum(self, C: Tensor, r: Tensor, v: Tensor, d: Tensor) -> Tensor:
+        p_conj = self.P.conj()
+        dr = d[:, None, None] * r  # (G, L, m)
+        k_cb = torch.einsum("ogj,gLj,gji->Loi", C, dr, self.B_c)  # summed over the blocks
+        k_cp = torch.einsum("ogj,gLj,gj->ogL", C, r, self.P)
+        k_pb = torch.einsum("gj,gLj,gji->gLi", p_conj, r, self.B_c)
+        k_pp = torch.einsum("gj,gLj,gj->gL", p_conj, r, self.P)
+        k_hat = k_cb - torch.einsum("ogL,gL,gLi->Loi", k_cp, d[:, None] * v / (1 + v * k_pp), k_pb)
+        return torch.fft.ifft(k_hat, dim=0).real  # (L, d_out, d_in)
 
 
 def _identity(x: Tensor) -> Tensor:

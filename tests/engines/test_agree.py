@@ -1,10 +1,11 @@
-"""Every engine agrees with the reference loop: outputs and final states, all layers, many lengths."""
+"""Every engine agrees with the reference loop: outputs and final states, all layers (and S4's MIMO blocks),
+many lengths."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from helpers import LAYER_NAMES, build_layer, random_state, run_stepper
+from helpers import LAYER_CASES, build_layer, random_state, run_stepper
 
 from deepwiener.engines import compiled
 
@@ -17,7 +18,7 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("length", LENGTHS)
 @pytest.mark.parametrize("slow", [False, True])
@@ -32,7 +33,7 @@ def test_engine_matches_loop_float64(name: str, engine: str, length: int, slow: 
     assert _rel_err(x_out, x_ref) < 1e-6
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_engine_matches_loop_float32(name: str, engine: str) -> None:
     """float32 tolerance: 2e-4 of the peak over 4096 samples with |lam| > 0.999 (documented in the README).
@@ -51,7 +52,7 @@ def test_engine_matches_loop_float32(name: str, engine: str) -> None:
     assert _rel_err(x_out, x_ref) < 2e-4
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 def test_step_reproduces_loop(name: str) -> None:
     layer = build_layer(name).double()
     gen = torch.Generator().manual_seed(3)
@@ -63,7 +64,7 @@ def test_step_reproduces_loop(name: str) -> None:
     torch.testing.assert_close(x, x_ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 def test_chunked_simulation_continues_state(name: str) -> None:
     """Simulating in two pieces with the returned state equals one piece (every engine)."""
     layer = build_layer(name).double()
@@ -75,7 +76,7 @@ def test_chunked_simulation_continues_state(name: str) -> None:
         torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 @pytest.mark.parametrize("engine", ["loop"] + ENGINES)
 def test_gradients_match_loop(name: str, engine: str) -> None:
     """Gradients of a loss through each engine equal those through the loop, for the parameters and for the

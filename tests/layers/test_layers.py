@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import scipy.signal
 import torch
-from helpers import LAYER_NAMES, build_layer
+from helpers import LAYER_CASES, build_layer, layer_spec
 
 from deepwiener.errors import ConfigError
 from deepwiener.layers import LRU, S5, make_layer
@@ -17,11 +17,12 @@ from deepwiener.layers.discretize import bilinear, continuous_from_discrete, zoh
 from deepwiener.layers.init import hippo_legs, hippo_normal_modes
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 @pytest.mark.parametrize("readout", ["next", "current"])
 def test_state_space_reproduces_layer_with_dlsim(name: str, readout: str) -> None:
     gen = torch.Generator().manual_seed(0)
-    layer = make_layer(name, 3, 3, 4, {"readout": readout}, gen).double()
+    layer_name, options = layer_spec(name, readout=readout)
+    layer = make_layer(layer_name, 3, 3, 4, options, gen).double()
     u = torch.randn(1, 200, 3, dtype=torch.float64, generator=gen)
     eta, _ = layer(u, mode="loop")
     A, B, C, D, dt = layer.state_space()
@@ -36,7 +37,7 @@ def _perturb(layer: torch.nn.Module, gen: torch.Generator, scale: float) -> None
             p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 def test_stable_by_construction(name: str) -> None:
     """Spectral radius < 1 at initialisation and after large random perturbations of the raw parameters."""
     gen = torch.Generator().manual_seed(1)
@@ -111,7 +112,7 @@ def test_from_system_inverts_discretize(cls: type) -> None:
     torch.testing.assert_close(rebuilt(u, mode="loop")[0], layer(u, mode="loop")[0])
 
 
-@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("name", LAYER_CASES)
 @pytest.mark.parametrize("mode", ["loop", "scan", "fft"])
 def test_training_step_lowers_loss(name: str, mode: str) -> None:
     """A few Adam steps through each engine lower the error on a toy problem (gradients flow)."""

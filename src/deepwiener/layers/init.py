@@ -22,21 +22,31 @@ def hippo_legs(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return A, q.copy(), np.sqrt(np.arange(size) + 0.5)
 
 
+def hippo_dplr(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """HiPPO-LegS of ``size`` in DPLR form: A = V (diag(lam) - Pt Pt^*) V^* and B = V Bt, exactly.
+
+    The normal part S = A + P P^T = -I/2 + skew is diagonalised by the unitary V.
+
+    Returns:
+        lam (size,) complex eigenvalues of S (real part -1/2, sorted by frequency, ascending), Pt = V^* P and
+        Bt = V^* B, each (size,) complex, and V (size, size).
+    """
+    A, B, P = hippo_legs(size)
+    skew = A + np.outer(P, P) + 0.5 * np.eye(size)
+    w, V = np.linalg.eigh(-1j * skew)  # skew = i * Hermitian; w ascending
+    return -0.5 + 1j * w, V.conj().T @ P, V.conj().T @ B, V
+
+
 def hippo_normal_modes(n_modes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Diagonalise the normal part of HiPPO-LegS of size 2 n_modes and keep the upper-half-plane modes.
+    """The upper-half-plane modes of ``hippo_dplr(2 n_modes)``.
 
     Returns:
         lam (n_modes,) complex eigenvalues (real part -1/2, sorted by frequency), and the HiPPO vectors
         P and B expressed in the eigenbasis, V^* P and V^* B, each (n_modes,) complex; and V (2n, n_modes).
     """
-    A, B, P = hippo_legs(2 * n_modes)
-    S = A + np.outer(P, P)
-    skew = S + 0.5 * np.eye(2 * n_modes)
-    w, V = np.linalg.eigh(-1j * skew)  # skew = i * Hermitian
-    keep = np.argsort(w)[n_modes:]  # the n_modes positive frequencies, ascending
-    lam = -0.5 + 1j * w[keep]
-    Vk = V[:, keep]
-    return lam, Vk.conj().T @ P, Vk.conj().T @ B, Vk
+    lam, P, B, V = hippo_dplr(2 * n_modes)
+    keep = slice(n_modes, None)  # the n_modes positive frequencies
+    return lam[keep], P[keep], B[keep], V[:, keep]
 
 
 def s4d_eigenvalues(kind: str, n_modes: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from deepwiener.layers import init
 from deepwiener.layers.base import LTILayer, complex_from, real_param
 from deepwiener.layers.discretize import discretize
 from deepwiener.layers.s5 import ContinuousOptions
-from deepwiener.systems import DiagonalSSM
+from deepwiener.systems import DiagonalSSM, bank_io
 
 S4D_INITS: tuple[str, ...] = ("legs", "lin", "inv")
 
@@ -39,22 +39,6 @@ class S4DOptions(ContinuousOptions):
         super().__post_init__()
         if self.init not in S4D_INITS:
             raise ConfigError(f"init must be one of {S4D_INITS}, got {self.init!r}")
-
-
-def bank_layout(lam: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Flatten a bank of SISO diagonal systems into one MIMO diagonal system.
-
-    Args:
-        lam, B, C: (h, n) complex each.
-
-    Returns:
-        lam (h*n,), B (h*n, h), C (h, h*n), block-sparse.
-    """
-    h, n = lam.shape
-    eye = torch.eye(h, dtype=B.dtype, device=B.device)
-    B_flat = (B[:, :, None] * eye[:, None, :]).reshape(h * n, h)
-    C_flat = (eye[:, :, None] * C[None, :, :]).reshape(h, h * n)
-    return lam.reshape(-1), B_flat, C_flat
 
 
 class S4D(LTILayer):
@@ -86,8 +70,8 @@ class S4D(LTILayer):
     def discretize(self) -> DiagonalSSM:
         lam, gain = discretize(self.lam_c(), self.log_dt.exp()[:, None], self.options.discretization)  # (h, n)
         B = gain * complex_from(self.B_re, self.B_im)
-        lam_f, B_f, C_f = bank_layout(lam, B, complex_from(self.C_re, self.C_im))
-        return DiagonalSSM(lam_f, B_f, C_f, torch.diag(self.D), self.options.readout)
+        B_f, C_f = bank_io(B, complex_from(self.C_re, self.C_im))
+        return DiagonalSSM(lam.reshape(-1), B_f, C_f, torch.diag(self.D), self.options.readout)
 
     def continuous_poles(self) -> Tensor:
         return (self.lam_c() * self.log_dt.exp()[:, None]).reshape(-1)

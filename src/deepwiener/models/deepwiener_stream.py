@@ -6,8 +6,9 @@ and :class:`CompiledStreamer` runs the kernel of ``engines.stream_kernel`` on th
 (``benchmarks/speed``). The output integrator's running sum is kept here, in float64.
 
 ``A`` is block diagonal in the layer's own coordinates (so ``state`` interoperates with ``model.forward``):
-1 x 1 blocks (the eigenvalues) for diagonal systems (LRU, S5, S4D), one dense n x n block per channel for
-S4's DPLR systems (not diagonalised: its eigenvectors can be ill-conditioned). Supported nonlinearities are
+1 x 1 blocks (the eigenvalues) for diagonal systems (LRU, S5, S4D), one dense m x m block per DPLR block of S4
+(one per channel in its SISO bank, one per MIMO block with ``block_order``; not diagonalised: its eigenvectors
+can be ill-conditioned), as ``system.blocks()`` gives them. Supported nonlinearities are
 the elementwise ones (gelu, exact or tanh-approximated; elu; tanh; relu; identity), poly and linear_tanh; a
 model with another nonlinearity (glu, mlp), another norm or layer (the selective S6) gets the
 ``TorchStreamer`` (the same interface around ``model.stepper()``), and so does every model when numba is
