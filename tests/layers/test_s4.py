@@ -153,3 +153,25 @@ def test_mimo_model_streams_and_is_analysable() -> None:
     systems = analysis.blocks(model)
     assert all(s.n_states == 12 and s.is_stable for s in systems)
     assert systems[0].continuous_poles_rad_s is not None
+
+
+def test_mimo_blocks_leave_the_real_subspace_under_training() -> None:
+    """At initialisation a block is a real LegS system (its order-2m real realisation repeats every pole);
+    gradient steps must be able to make it a genuine complex block (distinct poles), which a conjugation-
+    symmetric C would forbid."""
+    layer, teacher = _s4(d_state=2, block_order=2), make_layer("s4", 3, 3, 4, None, torch.Generator().manual_seed(5))
+    u = torch.randn(4, 64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        target, _ = teacher.double()(u)
+
+    def pole_gap() -> float:
+        poles = np.linalg.eigvals(layer.state_space().A)  # 4 poles of the one block
+        return min(abs(a - b) for i, a in enumerate(poles) for b in poles[i + 1:])
+
+    assert pole_gap() < 1e-6
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    for _ in range(20):
+        opt.zero_grad()
+        (layer(u)[0] - target).pow(2).mean().backward()
+        opt.step()
+    assert pole_gap() > 1e-3

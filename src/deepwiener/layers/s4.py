@@ -22,8 +22,11 @@ Structures (``S4Options.block_order``):
   eta[k] = Re(sum_g C_g x_g[k+1]) + D u[k] with B_g (m, d_in), C_g (d_out, m) complex, D (d_out, d_in).
   Init: every block is HiPPO-LegS of order m exactly (all m eigenvalues of the normal part kept,
   A = V (diag(lam) - Pt Pt^*) V^*; for m = 2, lam = -1/2 +- i sqrt(3)/2 and real poles -1, -2), driven by a
-  random mix of the inputs, B_g = (V^* B_LegS) r_g^T with r_g ~ N(0, 1/d_in), and read by a random real map,
-  C_g = C0_g V with C0_g ~ N(0, 1/d_state): Re(C_g x_g) = C0_g x_LegS. D ~ N(0, 1/d_in).
+  random mix of the inputs, B_g = (V^* B_LegS) r_g^T with r_g ~ N(0, 1/d_in); C complex normal (variance
+  1/d_state per part), so Re(C_g x_g) = Re(C_g V^*) x_LegS reads the real LegS state through a random real
+  map. C is not of the form C0 V with C0 real: that choice keeps the block invariant under conjugation
+  (swap of the conjugate modes) along every gradient step, i.e. a real system of order m forever instead of
+  order 2m. D ~ N(0, 1/d_in).
 
 Delta is log-uniform in [dt_min, dt_max] samples, one per block. Kernel: Cauchy sums plus the Woodbury
 identity on the truncated generating function (``DPLRSSM.markov``), so the FFT engine is exact for slow
