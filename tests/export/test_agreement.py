@@ -1,6 +1,6 @@
-"""Every layer, map and model kind exports: the ONNX step run by onnxruntime over 10,000 samples of a random input
-and the C program (float and double) compiled with ``cc -Wall -Wextra -pedantic -Werror`` agree with
-``model.simulate``."""
+"""Every layer (and every layer variant, such as S4's MIMO blocks), map and model kind exports: the ONNX step run
+by onnxruntime over 10,000 samples of a random input and the C program (float and double) compiled with
+``cc -Wall -Wextra -pedantic -Werror`` agree with ``model.simulate``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from export_helpers import SAMPLES, check_exports
+from helpers import LAYER_VARIANTS, layer_spec
 from torch import Tensor, nn
 
 from deepwiener.layers import LAYERS
@@ -42,9 +43,11 @@ def _deep(seed: int = 0, **options: object) -> DeepWiener:
     return DeepWiener(N_U, N_Y, seed=seed, **options)
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("layer", (*LAYERS, *LAYER_VARIANTS))
 def test_every_layer(layer: str, tmp_path: Path) -> None:
-    check_exports(_prepare(_deep(layer=layer, norm="layer", skip="linear")), _inputs(), tmp_path)
+    name, layer_options = layer_spec(layer)
+    model = _deep(layer=name, layer_options=layer_options, norm="layer", skip="linear")
+    check_exports(_prepare(model), _inputs(), tmp_path)
 
 
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)

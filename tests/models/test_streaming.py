@@ -1,12 +1,13 @@
-"""The fast streamer reproduces ``model.forward`` and ``model.stepper()``: every layer, nonlinearity, norm,
-skip and readout, from zero and nonzero states, sample by sample and whole records."""
+"""The fast streamer reproduces ``model.forward`` and ``model.stepper()``: every layer (and layer variant, such as
+S4's MIMO blocks), nonlinearity, norm, skip and readout, from zero and nonzero states, sample by sample and whole
+records."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from helpers import LAYER_NAMES, run_without_numba
+from helpers import LAYER_CASES, layer_spec, run_without_numba
 
 from deepwiener.errors import DataError
 from deepwiener.models import DeepWiener
@@ -18,8 +19,10 @@ COMPILED_NONLINEARITIES = ("elu", "gelu", "tanh", "relu", "identity", "poly", "l
 
 
 def _model(layer: str = "lru", nonlinearity: str = "elu", seed: int = 0, **options: object) -> DeepWiener:
-    """A float64 model in eval mode with a nontrivial scaler and (for poly, linear_tanh) nonzero coefficients."""
-    options = {"d_model": 3, "d_state": 4, "n_layers": 3, **options}
+    """A float64 model in eval mode with a nontrivial scaler and (for poly, linear_tanh) nonzero coefficients;
+    ``layer`` is a name of ``helpers.LAYER_CASES``."""
+    layer, layer_options = layer_spec(layer, **options.pop("layer_options", {}))
+    options = {"d_model": 3, "d_state": 4, "n_layers": 3, "layer_options": layer_options, **options}
     model = DeepWiener(2, 2, layer=layer, nonlinearity=nonlinearity, seed=seed, **options).double().eval()
     model.set_scaler([0.5, -1.0], [2.0, 0.5], [1.0, -3.0], [4.0, 0.25])
     gen = torch.Generator().manual_seed(seed)
@@ -62,7 +65,7 @@ def _assert_reproduces(model: DeepWiener, streamer: Streamer, length: int = 200,
         torch.testing.assert_close(x.to(x_ref.dtype), x_ref, rtol=0, atol=tol * max(1.0, float(x_ref.abs().max())))
 
 
-@pytest.mark.parametrize("layer", LAYER_NAMES)
+@pytest.mark.parametrize("layer", LAYER_CASES)
 @pytest.mark.parametrize("nonlinearity", COMPILED_NONLINEARITIES)
 def test_compiled_streamer_reproduces_forward(layer: str, nonlinearity: str) -> None:
     model = _model(layer, nonlinearity, norm="layer", skip="linear")
@@ -71,7 +74,7 @@ def test_compiled_streamer_reproduces_forward(layer: str, nonlinearity: str) -> 
     _assert_reproduces(model, streamer)
 
 
-@pytest.mark.parametrize("layer", LAYER_NAMES)
+@pytest.mark.parametrize("layer", LAYER_CASES)
 @pytest.mark.parametrize("readout", ["next", "current"])
 @pytest.mark.parametrize("skip", ["identity", "linear", "none"])
 @pytest.mark.parametrize("norm", ["none", "layer"])
