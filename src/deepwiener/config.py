@@ -165,8 +165,12 @@ class RunConfig:
         return "\n\n".join(sections) + "\n"
 
 
-def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
+def read_toml(path: str | Path, extra: typing.Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     """Read a configuration file into its tables (not yet validated against the dataclasses).
+
+    Args:
+        path: the TOML file.
+        extra: tables allowed besides :data:`TABLES` (e.g. ``"tune"``, the search space of ``deepwiener tune``).
 
     Raises:
         ConfigError: missing or unreadable file, invalid TOML, unknown table, or a table that is not a table.
@@ -179,19 +183,19 @@ def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML configuration: {exc}") from exc
-    _check_keys(f"{path}: table", tables, TABLES)
+    _check_keys(f"{path}: table", tables, (*TABLES, *extra))
     for table, values in tables.items():
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: [{table}] must be a table of options, got {values!r}")
     return tables
 
 
-def resolve(file: str | Path | None = None,
+def resolve(file: str | Path | Mapping[str, Mapping[str, Any]] | None = None,
             overrides: Mapping[str, Mapping[str, Any]] | None = None) -> RunConfig:
     """Resolve a run configuration: defaults < ``file`` < ``overrides`` (the command-line flags).
 
     Args:
-        file: a TOML configuration file, or None.
+        file: a TOML configuration file, its tables as :func:`read_toml` returns them, or None.
         overrides: ``{table: {key: value}}``; None values mean "not given" and are ignored. A ``benchmark``
             or ``csv`` override replaces the file's whole ``[data]`` table.
 
@@ -204,7 +208,8 @@ def resolve(file: str | Path | None = None,
             kind without one.
     """
     tables: dict[str, dict[str, Any]] = {table: {} for table in TABLES}
-    for source in (read_toml(file) if file is not None else {}, overrides or {}):
+    given_file = read_toml(file) if isinstance(file, str | Path) else file or {}
+    for source in (given_file, overrides or {}):
         _check_keys("table", source, TABLES)
         for table, values in source.items():
             given = {k: v for k, v in values.items() if v is not None}
