@@ -1,5 +1,5 @@
-"""Command line: ``deepwiener demo | train | evaluate | simulate | ensemble | inspect | reduce | report | export``
-(typer).
+"""Command line: ``deepwiener demo | train | tune | evaluate | simulate | ensemble | inspect | reduce | report |
+export`` (typer).
 
 Every command is a thin call into the public API plus ``config`` and ``runs``. :func:`main` is the single
 error boundary: a ``DeepWienerError`` becomes one line ``error: ...`` on stderr and exit code 2; any other
@@ -189,6 +189,57 @@ def train(
     _print_input_reach(read_info(run.model_path)["extra"],  # the range the model file stores
                        {name: test.u for name, test in data.tests.items()})
     stdout.print(f"run written to {out}")
+
+
+@app.command(epilog="Examples: deepwiener tune --config benchmarks/tuning/configs/smoke.toml --trials 4 --workers 2 "
+                    "--out runs/tune-smoke  |  deepwiener tune --config space.toml --trials 100 --storage "
+                    "postgresql://me@db.lan:5432/studies --study tanks --out runs/tanks   (the same command on every "
+                    "machine)")
+def tune(
+    space: Annotated[Path, typer.Option("--config", help="SPACE.toml: a run configuration with a \\[tune] table of "
+                                        "ranges over its keys.", show_default=False)],
+    trials: Annotated[int, typer.Option(help="The study's total number of trials, shared by every process that "
+                                        "joins it.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Output folder: trials/, best/, summary.md, summary.json.",
+                                      show_default=False)],
+    benchmark: BenchmarkOpt = None,
+    csv: CsvOpt = None,
+    u: UOpt = None,
+    y: YOpt = None,
+    dt: DtOpt = None,
+    init_window: InitOpt = None,
+    workers: Annotated[int, typer.Option(help="Processes started here, each with its share of the cores.")] = 1,
+    storage: Annotated[str | None, typer.Option(help="sqlite:///FILE or postgresql://USER@HOST:PORT/DBNAME (default: "
+                                                "a journal file in --out).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name; processes with the same storage and name join one "
+                                              "study (default: the --config file's name).")] = None,
+    heartbeat: Annotated[int | None, typer.Option(help="Seconds between a trial's heartbeats (sqlite, postgresql; "
+                                                  "default 30); a trial silent for three is failed and runs "
+                                                  "again.")] = None,
+) -> None:
+    """Search hyperparameters with Optuna: each trial is a run (trials/NNNN) scored on validation data; the best run
+    is copied to OUT/best. Run it again to resume; run it on other machines with the same --storage and --study to
+    share the work."""
+    try:
+        from deepwiener import tune as tune_mod
+    except ImportError as exc:
+        raise ConfigError(f"deepwiener tune needs optuna ({exc.name} is missing): pip install 'deepwiener[tune]'") \
+            from None
+    settings = tune_mod.TuneSettings(space=space, out=out, trials=trials, workers=workers, storage=storage,
+                                     study=study, heartbeat=heartbeat or tune_mod.HEARTBEAT_SECONDS,
+                                     data=_data_flags(benchmark, csv, u, y, dt, init_window))
+    with _trial_lines():
+        summary = tune_mod.tune(settings)
+    rows = [[str(r["number"]), r["state"], f"{r['val_rmse']:.5g}" if r["val_rmse"] is not None else "",
+             str(r["epochs"] if r["epochs"] is not None else ""), str(r["host"] or ""), str(r["pid"] or "")]
+            for r in summary["trials"]]
+    stdout.print(_table(f"study {summary['study']}: validation RMSE of each trial",
+                        ("trial", "state", "validation RMSE", "epochs", "host", "pid"), rows, left=("state", "host")))
+    best = summary["best"]
+    if best is not None:
+        stdout.print(f"best: trial {best['number']} ({summary['best_run']}), validation RMSE {best['val_rmse']:.5g} "
+                     f"{best['unit']}", markup=False, soft_wrap=True)
+    stdout.print(f"summary written to {out / 'summary.md'}", markup=False)
 
 
 @app.command(epilog="Example: deepwiener evaluate runs/sb-lru --json runs/sb-lru/metrics.json")
@@ -471,6 +522,23 @@ def _progress(config: TrainConfig) -> Iterator[Callable[[EpochInfo], None]]:
             logger.info("epoch %d: %s", info.epoch, display.last_stats)
 
         yield on_epoch
+
+
+@contextmanager
+def _trial_lines() -> Iterator[None]:
+    """Show the tuning's trial lines (logger ``deepwiener.tune``, level INFO) on stderr while the block runs."""
+    lines = logging.StreamHandler(sys.stderr)
+    lines.setFormatter(logging.Formatter("%(message)s"))
+    lines.addFilter(lambda record: record.levelno == logging.INFO)
+    tune_log = logging.getLogger("deepwiener.tune")
+    previous = tune_log.level
+    tune_log.addHandler(lines)
+    tune_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        tune_log.removeHandler(lines)
+        tune_log.setLevel(previous)
 
 
 def _write_plots(run: RunDir, history: Sequence[Mapping[str, float]],

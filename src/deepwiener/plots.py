@@ -73,6 +73,30 @@ def simulation(data: IOData, simulated: Mapping[str, np.ndarray], init_window: i
     return fig
 
 
+def optimization_history(trials: Sequence[int], values: Sequence[float], unit: str = "") -> Figure:
+    """The validation RMSE of each complete trial of a study and the best so far (log scale).
+
+    Args:
+        trials: the trials' numbers.
+        values: their validation RMSE (physical units of the outputs).
+        unit: the unit of ``values``.
+    """
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    order = np.argsort(trials)
+    numbers, scores = np.asarray(trials)[order], np.asarray(values, dtype=float)[order]
+    ax.plot(numbers, scores, "o", color="C0", label="trial")
+    if len(scores):
+        ax.step(numbers, np.minimum.accumulate(scores), where="post", color="C1", label="best so far")
+        if np.all(scores > 0) and np.all(np.isfinite(scores)):
+            ax.set_yscale("log")
+    ax.set(xlabel="trial", ylabel=f"validation RMSE [{unit or 'output units'}]", title="optimisation history")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper right")
+    return fig
+
+
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     """Render a figure to PNG bytes (write them with ``RunDir.write_bytes``, which is atomic)."""
     buffer = io.BytesIO()
