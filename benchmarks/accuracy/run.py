@@ -4,9 +4,17 @@ One command per benchmark (configuration in ``configs/<name>.toml``)::
 
     python benchmarks/accuracy/run.py silverbox                      # headline configuration, seed 0
     python benchmarks/accuracy/run.py silverbox-paper-lru --seeds 0 1 2
-    python benchmarks/accuracy/run.py silverbox --seeds 0 1 --jobs 2 --threads 1   # two seeds at once, 2 cores
+    python benchmarks/accuracy/run.py silverbox --seeds 0 1 --workers 2 --threads 1   # two seeds at once, 2 cores
+    python benchmarks/accuracy/run.py silverbox --seeds 0 1 2 3 --storage postgresql://me@db:5432/dw --study sb
+                                      # the same command on several machines: each trains the seeds left
     python benchmarks/accuracy/run.py silverbox --seeds 1 --add --threads 1        # add seed 1 to the result
     python benchmarks/accuracy/run.py silverbox --rescore     # no training: headline and tables from the runs
+
+The seeds are the trials of an Optuna study (``deepwiener.tune``): each seed is queued as a trial, and every
+process that joins the study (``--workers`` on this machine, or the same command with the same ``--storage`` and
+``--study`` on others) trains the seeds left; a seed whose process died runs again. The default storage is a journal
+file in ``benchmarks/results/<name>/runs`` and a new study per command; with several machines,
+``benchmarks/results/<name>/runs`` must be a shared folder (or copy the runs over and ``--rescore``).
 
 For each seed it trains through the same code path as ``deepwiener train`` (a run directory under
 ``benchmarks/results/<name>/runs/seed<k>``, not committed), evaluates on every official test set with the
@@ -30,19 +38,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import torch
 
 from deepwiener.config import RunConfig, resolve
@@ -53,6 +59,7 @@ from deepwiener.io import load, save
 from deepwiener.models import Ensemble, LinearModel
 from deepwiener.runs import RunDir, describe, train_run
 from deepwiener.training import split_training, validation_rmse
+from deepwiener.tune import open_storage, open_study, start_workers, work
 
 ESTIMATED = "fit"
 """The initial-state method of the estimated-state protocol."""
@@ -111,14 +118,14 @@ def linear_baseline(data: Benchmark, val_fraction: float, integrator: bool) -> d
             "metrics": evaluate_all(LinearModel.from_state_space(model, integrator=integrator), data)}
 
 
-def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | None) -> dict[str, Any]:
-    """Train one seed through the CLI code path; returns its record for results.json."""
+def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | None, out: Path) -> dict[str, Any]:
+    """Train one seed through the CLI code path into ``out/runs/seed<k>``; returns its record for results.json."""
     overrides: dict[str, dict[str, Any]] = {"model": {"seed": seed}, "train": {"seed": seed}}
     if max_minutes is not None:
         overrides["train"]["max_minutes"] = max_minutes
     cfg = resolve(config_file, overrides)
     data = cfg.data.load()
-    run_path = RESULTS / name / "runs" / f"seed{seed}"
+    run_path = out / "runs" / f"seed{seed}"
 
     def progress(info: Any) -> None:
         if info.epoch % 25 == 0 or info.best:
@@ -129,7 +136,7 @@ def train_seed(name: str, config_file: Path, seed: int, max_minutes: float | Non
     with RunDir.create(run_path, config=cfg, force=True) as run:
         outcome = train_run(run, cfg, data, on_epoch=progress)
     wall = time.monotonic() - start
-    return {"seed": seed, "run": str(run_path.relative_to(ROOT)), "config": cfg.to_tables(),
+    return {"seed": seed, "run": os.path.relpath(run_path, ROOT), "config": cfg.to_tables(),
             "n_parameters": outcome.model.n_parameters, "wall_seconds": round(wall, 1),
             "epochs": outcome.result.epochs_run, "best_epoch": outcome.result.best_epoch,
             "stopped": outcome.result.stopped, "best_val_rmse": outcome.result.best_val_rmse,
@@ -272,25 +279,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", help="configuration name: configs/<name>.toml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--max-minutes", type=float, default=None, help="override the training budget")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per seed (default: torch's choice)")
-    parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each in its own process")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results/NAME)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per seed (default: torch's choice, "
+                        "or this machine's cores shared among the workers)")
+    parser.add_argument("--workers", type=int, default=1, help="seeds trained at once here, each in its own process")
+    parser.add_argument("--storage", default=None, help="the study's storage: sqlite:///FILE or "
+                        "postgresql://USER@HOST:PORT/DB (default: a journal file in the results' runs folder)")
+    parser.add_argument("--study", default=None, help="the study's name (default: NAME and the time: a new study); "
+                        "give it to resume, or to share the seeds with other machines")
     parser.add_argument("--add", action="store_true",
                         help="keep the runs of other seeds already in results.json (add seeds to a result)")
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: recompute the headline, the linear baseline and the tables from the "
                              "runs in results.json (their run directories must be present)")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        sys.exit(f"--jobs must be >= 1, got {args.jobs}")
+    args.out = (args.out or RESULTS / args.name).absolute()
+    if args.workers < 1:
+        sys.exit(f"--workers must be >= 1, got {args.workers}")
     if args.rescore and args.add:
         sys.exit("--rescore trains nothing, so --add has no seeds to add; give one of them")
+    if args.workers > 1 and not args.threads:
+        args.threads = max(1, (os.cpu_count() or 1) // args.workers)  # each worker's share of the cores
     set_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     config_file = HERE / "configs" / f"{args.name}.toml"
     if not config_file.exists():
         names = sorted(p.stem for p in (HERE / "configs").glob("*.toml"))
         sys.exit(f"no configuration {config_file}; available: {names}")
     commit = git_commit()  # the code that trains, not whatever HEAD is when training ends
-    command, out = " ".join(sys.argv), RESULTS / args.name
+    command, out = " ".join(sys.argv), args.out
+    args.study = args.study or f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.rescore:
         runs, command = merge_runs(out / "results.json", [], command)  # the earlier runs, none replaced
     else:
@@ -313,14 +331,50 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train_seeds(args: argparse.Namespace, config_file: Path) -> list[dict[str, Any]]:
-    """Train ``args.seeds``, ``args.jobs`` at once; their records for results.json."""
-    if args.jobs == 1:
-        return [train_seed(args.name, config_file, seed, args.max_minutes) for seed in args.seeds]
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=set_threads,
-                             initargs=(args.threads,)) as pool:
-        return list(pool.map(train_seed, repeat(args.name), repeat(config_file), args.seeds,
-                             repeat(args.max_minutes)))
+    """Train ``args.seeds`` as the trials of a study (module docstring); their records for results.json."""
+    study = seed_study(args, config_file)
+    for seed in args.seeds:
+        study.enqueue_trial({"seed": seed}, skip_if_exists=True)
+    if args.workers == 1:
+        run_seeds(args, config_file)
+    else:
+        start_workers(args.workers, run_seeds, (args, config_file), threads=args.threads)
+    records = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        records[trial.params["seed"]] = trial.user_attrs["record"]  # the latest run of each seed
+    missing = [seed for seed in args.seeds if seed not in records]
+    if missing:
+        sys.exit(f"seeds {missing} did not train (see their errors above)")
+    return [records[seed] for seed in args.seeds]
+
+
+def seed_study(args: argparse.Namespace, config_file: Path) -> optuna.Study:
+    """The study whose trials are the seeds: bound to the configuration and the training budget."""
+    storage = open_storage(args.storage, args.out / "runs")
+    identity = {"space": json.dumps({"config": config_file.read_text(), "max_minutes": args.max_minutes})}
+    return open_study(storage, args.study, identity)
+
+
+def run_seeds(args: argparse.Namespace, config_file: Path) -> None:
+    """Train the seeds of the study that no process has trained (a worker: one process of ``--workers``, or of
+    another machine)."""
+    set_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = seed_study(args, config_file)
+
+    queued = {t.params.get("seed", t.system_attrs.get("fixed_params", {}).get("seed"))
+              for t in study.get_trials(deepcopy=False)}
+
+    def objective(trial: optuna.Trial) -> float:
+        seed = trial.suggest_int("seed", 0, 2**31 - 1)  # a queued trial's own seed
+        if seed not in queued:
+            raise optuna.TrialPruned("no seed left to train")
+        record = train_seed(args.name, config_file, seed, args.max_minutes, args.out)
+        record["host"], record["pid"] = platform.node(), os.getpid()
+        trial.set_user_attr("record", record)
+        return record["best_val_rmse"]
+
+    work(study, objective, len(queued), poll=2.0)
 
 
 if __name__ == "__main__":

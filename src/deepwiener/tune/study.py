@@ -174,14 +174,15 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_tria
         study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS, callbacks=[on_trial] if on_trial else None)
 
 
-def start_workers(count: int, target: Callable[..., None], args: Sequence[Any]) -> None:
-    """Run ``target(*args)`` in ``count`` new processes at once, each with its share of this machine's cores (torch
-    threads), and wait for them. In each, a ``DeepWienerError`` is one ``error:`` line and exit code 2.
+def start_workers(count: int, target: Callable[..., None], args: Sequence[Any], threads: int | None = None) -> None:
+    """Run ``target(*args)`` in ``count`` new processes at once, each with ``threads`` torch threads (default: its
+    share of this machine's cores), and wait for them. In each, a ``DeepWienerError`` is one ``error:`` line and exit
+    code 2.
 
     Raises:
         ConfigError: a worker failed (its own error line says why).
     """
-    threads = max(1, (os.cpu_count() or 1) // count)
+    threads = threads or max(1, (os.cpu_count() or 1) // count)
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=_worker, args=(target, threads, args), name=f"tune-worker-{k}")
                for k in range(count)]
