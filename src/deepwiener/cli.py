@@ -213,6 +213,8 @@ def tune(
                                                 "a journal file in --out).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name; processes with the same storage and name join one "
                                               "study (default: the --config file's name).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Start no trial after this many minutes (the running "
+                                                      "ones finish).")] = None,
     heartbeat: Annotated[int | None, typer.Option(help="Seconds between a trial's heartbeats (sqlite, postgresql; "
                                                   "default 30); a trial silent for three is failed and runs "
                                                   "again.")] = None,
@@ -227,6 +229,7 @@ def tune(
             from None
     settings = tune_mod.TuneSettings(space=space, out=out, trials=trials, workers=workers, storage=storage,
                                      study=study, heartbeat=heartbeat or tune_mod.HEARTBEAT_SECONDS,
+                                     max_minutes=max_minutes,
                                      data=_data_flags(benchmark, csv, u, y, dt, init_window))
     with _trial_lines():
         summary = tune_mod.tune(settings)

@@ -71,6 +71,9 @@ class TuneSettings:
         storage: None (a journal file in ``out``), ``sqlite:///FILE`` or ``postgresql://USER@HOST:PORT/DB``.
         study: the study's name (default: the stem of ``space``); processes with the same name and storage join.
         heartbeat: seconds between a trial's heartbeats on SQLite and PostgreSQL.
+        max_minutes: no trial starts this many minutes after the search started here (None: no limit); the
+            trials running then finish (each within its own ``[train] max_minutes``).
+        deadline: the ``time.time()`` after which no trial starts (set from ``max_minutes`` by :func:`tune`).
     """
 
     space: Path
@@ -81,6 +84,8 @@ class TuneSettings:
     storage: str | None = None
     study: str | None = None
     heartbeat: int = HEARTBEAT_SECONDS
+    max_minutes: float | None = None
+    deadline: float | None = None
 
     @property
     def study_name(self) -> str:
@@ -111,6 +116,10 @@ def tune(settings: TuneSettings) -> dict[str, Any]:
     if settings.trials < 1 or settings.workers < 1 or settings.heartbeat < 1:
         raise ConfigError(f"--trials, --workers and --heartbeat must be >= 1 (got {settings.trials}, "
                           f"{settings.workers}, {settings.heartbeat})")
+    if settings.max_minutes is not None and settings.max_minutes <= 0:
+        raise ConfigError(f"--max-minutes must be positive, got {settings.max_minutes}")
+    if settings.max_minutes is not None:
+        settings = dataclasses.replace(settings, deadline=time.time() + 60 * settings.max_minutes)
     space, study = _open(settings)  # checks everything before workers start
     if settings.workers == 1:
         _search(settings, space, study)
@@ -136,7 +145,7 @@ def _open(settings: TuneSettings) -> tuple[SearchSpace, optuna.Study]:
 
 def _search(settings: TuneSettings, space: SearchSpace, study: optuna.Study) -> None:
     poll = 2.0 if settings.storage is None else max(1.0, settings.heartbeat / 2)
-    work(study, Objective(space, settings), settings.trials, poll, on_trial=_log_trial)
+    work(study, Objective(space, settings), settings.trials, poll, on_trial=_log_trial, deadline=settings.deadline)
 
 
 class Objective:

@@ -157,13 +157,14 @@ def fail_lost_trials(study: optuna.Study) -> list[int]:
 
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int, poll: float,
-         on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+         on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None, deadline: float | None = None) -> None:
     """Run trials of ``study`` until ``n_trials`` have ended (:func:`counts`), waiting ``poll`` seconds at a time
-    while the last ones run in other processes (which may die: their trials then fail and run again here).
+    while the last ones run in other processes (which may die: their trials then fail and run again here); start
+    none after ``deadline`` (a ``time.time()``), if given.
 
     A trial that raises one of ``TRIAL_ERRORS`` fails and the loop goes on; any other error ends it.
     """
-    while True:
+    while deadline is None or time.time() < deadline:
         fail_lost_trials(study)
         ended, running = counts(study)
         if ended >= n_trials:
