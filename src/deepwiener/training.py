@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from deepwiener.data import IOData, ValidationRecord, fit_scaler, make_windows, split_validation
 from deepwiener.data.iodata import check_dt
+from deepwiener.distributed import World, current
 from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, is_integer_in, unknown_name
 from deepwiener.files import write_file
@@ -73,7 +74,11 @@ class TrainConfig(DictConfig):
         window: samples per training window.
         washout: leading samples of each window (and of each validation record) not counted in the loss.
         stride: step between window starts (default window // 2, i.e. 50 % overlap).
-        batch_size: windows per optimisation step.
+        batch_size: windows per optimisation step: the global batch. In distributed training (``deepwiener train
+            --distributed`` under torchrun) each of the N processes takes a disjoint share of every batch and
+            the gradients are averaged, so a step sees the same windows and the same mean loss as in one process,
+            and ``lr`` is the learning rate of that global batch: the same settings train the same model (up to
+            rounding) on any number of processes.
         epochs: maximum number of passes over the windows.
         max_minutes: wall-clock budget (None: no budget).
         lr: learning rate of the non-SSM parameters (encoder, nonlinearities, decoder).
@@ -377,12 +382,16 @@ def fit(
     u_np, y_np = make_windows(train_parts, config.window, config.stride or max(config.window // 2, 1))
     u_win = torch.as_tensor(u_np, dtype=dtype, device=device)  # (n_win, window, n_u)
     y_win = torch.as_tensor(y_np, dtype=dtype, device=device)  # (n_win, window, n_y)
-    shown = sys.stderr.isatty() if progress is None else progress
+    world = current()
+    if world.size > 1 and config.x0 == "encoder":
+        raise ConfigError("x0='encoder' trains on one process (the encoder runs outside DistributedDataParallel); "
+                          "train it without --distributed")
+    shown = (sys.stderr.isatty() if progress is None else progress) and world.is_main
     budget = config.max_minutes * 60 if config.max_minutes else None
     with torch.random.fork_rng(devices=[]), TrainingProgress(config.epochs, budget) if shown else nullcontext() as bar:
         torch.manual_seed(config.seed)
         return _train_loop(model, u_win, y_win, loss_scale, val_parts, config, checkpoint,
-                           _both(bar.update, on_epoch) if bar is not None else on_epoch)
+                           _both(bar.update, on_epoch) if bar is not None else on_epoch, world)
 
 
 def _both(first: Callable[[EpochInfo], None],
@@ -404,31 +413,39 @@ def _train_loop(
     config: TrainConfig,
     checkpoint: str | Path | None,
     on_epoch: Callable[[EpochInfo], None] | None,
+    world: World,
 ) -> FitResult:
+    """The epochs of ``fit``. In distributed training rank 0 alone validates, writes the checkpoint and calls
+    ``on_epoch``; the numbers that decide what comes next (time, training loss, validation RMSE, the checkpoint to
+    resume) are rank 0's on every rank (``World.from_main``)."""
+    net = world.wrap(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config))
     schedule = _Schedule(config)
     gen = torch.Generator().manual_seed(config.seed)
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": 0,
                              "best_params": None, "elapsed": 0.0, "bad_epochs": 0, "lr_halvings": 0}
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, model, optimizer, schedule, gen, config)
+    ckpt = Path(checkpoint) if checkpoint is not None and world.is_main else None
+    saved = world.object_from_main(_read_checkpoint(ckpt) if ckpt is not None and ckpt.exists() else None)
+    if saved is not None:
+        state = _load_checkpoint(saved, checkpoint, model, optimizer, schedule, gen, config)
     elif val_parts:  # the starting model (e.g. a linear initialisation) is candidate -1
         model.eval()
-        state["best_val"] = validation_rmse(model, val_parts, config.mode, config.x0, config.x0_window)
+        state["best_val"] = world.from_main(validation_rmse(model, val_parts, config.mode, config.x0, config.x0_window)
+                                            if world.is_main else math.nan)[0]
         state["best_params"] = copy.deepcopy(model.state_dict())
     budget = config.max_minutes * 60 if config.max_minutes else math.inf
     start = time.monotonic() - state["elapsed"]
     stopped = "epochs"
     while state["epoch"] < config.epochs:
         epoch = state["epoch"]
-        progress = max(epoch / config.epochs, (time.monotonic() - start) / budget)
+        progress = max(epoch / config.epochs, world.from_main(time.monotonic() - start)[0] / budget)
         lr_factor = schedule.lr_factor(epoch, progress) * 0.5 ** state["lr_halvings"]
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor
         model.train()
         start_of_epoch = _snapshot(model, optimizer) if config.divergence_retries else None
-        train_loss = _train_epoch(model, optimizer, u_win, y_win, loss_scale, config, gen)
+        train_loss = world.from_main(_train_epoch(model, net, optimizer, u_win, y_win, loss_scale, config, gen,
+                                                  world))[0]
         if not math.isfinite(train_loss):
             if state["lr_halvings"] >= config.divergence_retries:
                 raise DataError(f"training diverged in epoch {epoch + 1}: the loss is {train_loss} after "
@@ -440,8 +457,9 @@ def _train_loop(
                         "(%d of %d recoveries)", epoch + 1, state["lr_halvings"], config.divergence_retries)
             continue
         model.eval()
-        val_rmse = validation_rmse(model, val_parts, config.mode, config.x0, config.x0_window) if val_parts \
-            else train_loss
+        val_rmse = validation_rmse(model, val_parts, config.mode, config.x0, config.x0_window) \
+            if val_parts and world.is_main else train_loss
+        val_rmse, elapsed = world.from_main(val_rmse, time.monotonic() - start)
         improved = val_rmse < state["best_val"]
         if improved:
             state["best_val"], state["best_epoch"] = val_rmse, epoch + 1
@@ -450,7 +468,6 @@ def _train_loop(
         else:
             state["bad_epochs"] += 1
         schedule.after_epoch(improved)
-        elapsed = time.monotonic() - start
         lr_now = optimizer.param_groups[1]["lr"]
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "val_rmse": val_rmse,
                                  "lr": lr_now, "seconds": elapsed})
@@ -479,27 +496,58 @@ def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[
     return copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
 
 
-def _train_epoch(model: Model, optimizer: torch.optim.Optimizer, u_win: Tensor, y_win: Tensor, scale: Tensor,
-                 config: TrainConfig, gen: torch.Generator) -> float:
-    """One pass over the windows in a random order; the mean batch loss, or the first non-finite one."""
+def _train_epoch(model: Model, net: nn.Module, optimizer: torch.optim.Optimizer, u_win: Tensor, y_win: Tensor,
+                 scale: Tensor, config: TrainConfig, gen: torch.Generator, world: World) -> float:
+    """One pass over the windows in a random order (the same on every rank); the mean batch loss, or the first
+    non-finite one. In distributed training each rank takes its share of every batch (``_Share``)."""
     perm = torch.randperm(u_win.shape[0], generator=gen)
     losses = []
     for i in range(max(1, math.ceil(u_win.shape[0] / config.batch_size))):
         idx = perm[i * config.batch_size : (i + 1) * config.batch_size].to(u_win.device)
-        losses.append(_train_step(model, optimizer, u_win[idx], y_win[idx], scale, config))
+        share = _Share.of(idx, y_win.shape[1:], config, net, world) if world.size > 1 else None
+        if share is not None:
+            idx = share.idx
+        losses.append(_train_step(model, optimizer, u_win[idx], y_win[idx], scale, config, share))
         if not math.isfinite(losses[-1]):
             return losses[-1]
     return float(np.mean(losses))
 
 
+class _Share(NamedTuple):
+    """One rank's share of a global batch in distributed training.
+
+    Attributes:
+        idx: its windows (a contiguous part of the batch; a rank left without any takes the batch's first window
+            and weight 0, so that it still joins the gradients' average).
+        weight: 1 / the number of scored errors in the whole batch (0 for a rank without windows).
+        net: the model in ``DistributedDataParallel``.
+        world: the process group.
+    """
+
+    idx: Tensor
+    weight: float
+    net: nn.Module
+    world: World
+
+    @classmethod
+    def of(cls, idx: Tensor, window_shape: torch.Size, config: TrainConfig, net: nn.Module, world: World) -> _Share:
+        mine = torch.tensor_split(idx, world.size)[world.rank]
+        scored = len(idx) * (window_shape[0] - config.washout) * window_shape[1]  # errors after the washout
+        return cls(mine, 1.0 / scored, net, world) if len(mine) else cls(idx[:1], 0.0, net, world)
+
+
 def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor, scale: Tensor,
-                config: TrainConfig) -> float:
+                config: TrainConfig, share: _Share | None = None) -> float:
     """One optimisation step on a batch u: (batch, window, n_u), y: (batch, window, n_y); returns the NMSE.
 
     The errors after the washout are divided by ``scale`` (n_y,), the training output's std. A model with an
     output integrator starts each window at 0, not at the measured output, and integrates whatever it gets
     wrong while its states warm up; so both outputs are taken relative to their value at the end of the
     washout (the integrator's offset and the washout's drift cancel).
+
+    With a ``share`` (distributed training), the rank's sum of squared errors times ``share.weight`` is its part of
+    the batch's mean; DDP averages the ranks' gradients, so the part is scaled by their number, and the loss
+    returned is the batch's mean, summed over the ranks.
     """
     optimizer.zero_grad(set_to_none=True)
     if config.x0 == "encoder":  # the window's head sets the state; its tail is simulated and scored
@@ -509,19 +557,23 @@ def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Te
         y_hat, _ = model(u[:, head:], start, mode=config.mode)
         err = (y_hat - y[:, head:]) / scale  # (b, t, n_y)
     else:
-        y_hat, _ = model(u, mode=config.mode)
+        y_hat, _ = (share.net if share is not None else model)(u, mode=config.mode)
         if model.integrates_output:
             anchor = max(config.washout - 1, 0)
             y_hat, y = y_hat - y_hat[:, anchor : anchor + 1], y - y[:, anchor : anchor + 1]
         err = (y_hat - y)[:, config.washout :] / scale  # (b, t, n_y)
     weighted = err.pow(2) if config.loss_decay == 1 else err.pow(2) * loss_weights(err.shape[1], config.loss_decay,
                                                                                   err)[:, None]
-    loss = weighted.mean()
-    loss.backward()
+    if share is None:
+        loss = weighted.mean()
+        loss.backward()
+    else:
+        part = weighted.sum() * share.weight
+        (part * share.world.size).backward()
     if config.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach()) if share is None else share.world.sum(part)
 
 
 def _identity(model: Model, config: TrainConfig) -> str:
@@ -556,16 +608,29 @@ def _save_checkpoint(path: Path, state: dict[str, Any], model: Model, optimizer:
     write_file(path, buffer.getvalue())
 
 
-def _load_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer, schedule: _Schedule,
-                     gen: torch.Generator, config: TrainConfig) -> dict[str, Any]:
-    """Restore a resume checkpoint into the model, optimiser, schedule and generator; the training state.
+def _read_checkpoint(path: Path) -> bytes:
+    """The bytes of a resume checkpoint.
+
+    Raises:
+        ModelFileError: it cannot be read.
+    """
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot resume from checkpoint {path}: {exc}") from exc
+
+
+def _load_checkpoint(saved: bytes, path: str | Path | None, model: Model, optimizer: torch.optim.Optimizer,
+                     schedule: _Schedule, gen: torch.Generator, config: TrainConfig) -> dict[str, Any]:
+    """Restore a resume checkpoint (its bytes, read from ``path``) into the model, optimiser, schedule and generator;
+    the training state.
 
     Raises:
         ConfigError: the checkpoint belongs to another model or training configuration.
         ModelFileError: it cannot be read.
     """
     try:
-        payload = torch.load(path, weights_only=True)
+        payload = torch.load(io.BytesIO(saved), weights_only=True)
     except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as exc:
         raise ModelFileError(f"cannot resume from checkpoint {path}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("identity") != _identity(model, config):
