@@ -33,6 +33,7 @@ from rich.table import Table
 from deepwiener import analysis, export, plots
 from deepwiener import config as config_mod
 from deepwiener import demo as demo_mod
+from deepwiener import distributed as distributed_mod
 from deepwiener import report as report_mod
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
@@ -44,7 +45,15 @@ from deepwiener.io import load, read_info, save
 from deepwiener.layers import LAYERS
 from deepwiener.models import MODEL_KINDS, Ensemble
 from deepwiener.progress import TrainingProgress
-from deepwiener.runs import RunDir, describe, evaluation_data, merge_descriptions, resolve_target, train_run
+from deepwiener.runs import (
+    RunDir,
+    describe,
+    evaluation_data,
+    merge_descriptions,
+    resolve_target,
+    train_replica,
+    train_run,
+)
 from deepwiener.training import EpochInfo, FitResult, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -163,6 +172,10 @@ def train(
     out: Annotated[Path | None, typer.Option(
         help="Run directory (default runs/<data>-<layer or model>-<time>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run.")] = False,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Data-parallel training under torchrun (torchrun --nproc_per_node N $(which "
+        "deepwiener) train ... --distributed): each process takes a share of every batch (the batch size is the "
+        "global batch); rank 0 writes the run.")] = False,
 ) -> None:
     """Train a deep Wiener model (or an lfr nonlinear feedback model, or an lstm, gru or linear baseline) and
     write a run directory; benchmarks are evaluated on every test set."""
@@ -175,6 +188,19 @@ def train(
         "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed, "init": init},
     })
     data = cfg.data.load()
+    if distributed:
+        with _process_group(cfg.train.device) as world:
+            if not world.is_main:
+                train_replica(cfg, data)
+                return
+            _train_and_report(ctx, cfg, data, out, force)
+    else:
+        _train_and_report(ctx, cfg, data, out, force)
+
+
+def _train_and_report(ctx: typer.Context, cfg: config_mod.RunConfig, data: Benchmark, out: Path | None,
+                      force: bool) -> None:
+    """``train``'s run: train, evaluate, plot, print the tables (rank 0 of a distributed training)."""
     out = out or Path("runs") / f"{data.name.replace(' ', '_')}-{cfg.label}-{time.strftime('%Y%m%d-%H%M%S')}"
     with RunDir.create(out, config=cfg, force=force) as run:
         ctx.ensure_object(Session).log_path = run.log_path
@@ -525,6 +551,15 @@ def _progress(config: TrainConfig) -> Iterator[Callable[[EpochInfo], None]]:
             logger.info("epoch %d: %s", info.epoch, display.last_stats)
 
         yield on_epoch
+
+
+@contextmanager
+def _process_group(device: str) -> Iterator[distributed_mod.World]:
+    """The process group of a torchrun launch while the block runs (``distributed.init``)."""
+    try:
+        yield distributed_mod.init(device)
+    finally:
+        distributed_mod.close()
 
 
 @contextmanager

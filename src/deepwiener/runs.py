@@ -300,11 +300,7 @@ def train_run(run: RunDir, config: RunConfig, data: Benchmark,
     Returns:
         The trained model, the fit result, the data and the metrics.
     """
-    first = data.train[0]
-    model = config.build_model(first.n_u, first.n_y)
-    logger.info("training %s (%d parameters) on %s", config.label, model.n_parameters, data.name)
-    result = fit(model, data.train, config.train, val=list(data.val) or None, checkpoint=run.file("checkpoint.pt"),
-                 on_epoch=on_epoch, progress=False)
+    model, result = _fit(config, data, run.file("checkpoint.pt"), on_epoch)
     logger.info("stopped after %d epochs (%s); best epoch %d, validation RMSE %.6g", result.epochs_run,
                 result.stopped, result.best_epoch, result.best_val_rmse)
     save(model, run.model_path, extra=describe(data))
@@ -312,6 +308,23 @@ def train_run(run: RunDir, config: RunConfig, data: Benchmark,
     metrics = evaluate_all(model, data)
     run.write_json("metrics.json", metrics)
     return TrainOutcome(model, result, data, metrics)
+
+
+def train_replica(config: RunConfig, data: Benchmark) -> None:
+    """A rank other than 0 of a distributed training (``deepwiener train --distributed``): train alongside rank 0,
+    which resumes from its checkpoint, writes the run and holds its lock; write nothing."""
+    _fit(config, data, None, None)
+
+
+def _fit(config: RunConfig, data: Benchmark, checkpoint: Path | None,
+         on_epoch: Callable[[EpochInfo], None] | None) -> tuple[Model, FitResult]:
+    """Build the model of ``config`` and train it on ``data`` (``training.fit``)."""
+    first = data.train[0]
+    model = config.build_model(first.n_u, first.n_y)
+    logger.info("training %s (%d parameters) on %s", config.label, model.n_parameters, data.name)
+    result = fit(model, data.train, config.train, val=list(data.val) or None, checkpoint=checkpoint,
+                 on_epoch=on_epoch, progress=False)
+    return model, result
 
 
 def describe(data: Benchmark) -> dict[str, Any]:
