@@ -83,12 +83,11 @@ def open_storage(url: str | None, folder: Path, heartbeat: int = HEARTBEAT_SECON
     elif scheme != "sqlite" or not rest:
         raise ConfigError(f"unsupported --storage {redact(url)!r}: give sqlite:///FILE or "
                           "postgresql://USER@HOST:PORT/DBNAME (default: a journal file in --out)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
     try:
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                          heartbeat_stale_trial_callback=retry)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's arguments
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
     except Exception as exc:  # SQLAlchemy's and the driver's errors: unreachable server, bad URL, no database, ...
         raise ConfigError(f"cannot open the study storage {redact(url)}: {_first_line(exc)}") from None
 
