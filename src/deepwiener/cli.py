@@ -187,15 +187,15 @@ def train(
                   "seed": seed},
         "train": {"max_minutes": max_minutes, "epochs": epochs, "seed": seed, "init": init},
     })
-    data = cfg.data.load()
-    if distributed:
-        with _process_group(cfg.train.device) as world:
-            if not world.is_main:
-                train_replica(cfg, data)
-                return
+    if not distributed:
+        _train_and_report(ctx, cfg, cfg.data.load(), out, force)
+        return
+    with _process_group(cfg.train.device) as world:
+        data = cfg.data.load()
+        if world.is_main:
             _train_and_report(ctx, cfg, data, out, force)
-    else:
-        _train_and_report(ctx, cfg, data, out, force)
+        else:
+            train_replica(cfg, data)
 
 
 def _train_and_report(ctx: typer.Context, cfg: config_mod.RunConfig, data: Benchmark, out: Path | None,
