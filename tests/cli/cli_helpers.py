@@ -56,3 +56,14 @@ def write_csv(path: Path, columns: dict[str, np.ndarray | list]) -> Path:
     path.write_text(",".join(names) + "\n" + "".join(",".join(
         v if isinstance(v, str) else repr(float(v)) for v in row) + "\n" for row in rows))
     return path
+
+
+def one_error(result: Result, *fragments: str) -> str:
+    """Exit code 2 and one ``error: ...`` line, the last on stderr (progress lines may precede it), holding every
+    fragment; no traceback."""
+    lines = result.err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert result.code == 2 and errors == lines[-1:] and "Traceback" not in result.err, result.err
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]

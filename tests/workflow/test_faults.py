@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli.cli_helpers import Result, run_cli, write_csv
+from cli.cli_helpers import one_error, run_cli, write_csv
 from rich.console import Console
 
 import deepwiener as dw
@@ -38,17 +38,6 @@ ROOT = os.geteuid() == 0
 TINY = "[model]\nd_model = 4\nd_state = 4\nn_layers = 1\n[train]\nwindow = 64\nwashout = 10\nbatch_size = 64\n"
 BIG = "[model]\nd_model = 32\nd_state = 32\nn_layers = 4\n[train]\nwindow = 64\nwashout = 10\nbatch_size = 64\n"
 """A model whose checkpoint (about 0.5 MB) does not fit a 200 kB disk."""
-
-
-def one_error(result: Result, *fragments: str) -> str:
-    """Exit code 2 and one ``error: ...`` line, the last on stderr (progress lines may precede it), holding every
-    fragment; no traceback."""
-    lines = result.err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert result.code == 2 and errors == lines[-1:] and "Traceback" not in result.err, result.err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
