@@ -89,6 +89,8 @@ def reseal(path: Path, target: Path | None = None, tensors: dict[str, torch.Tens
 
 
 DATA_SKIP = "benchmark data not found"
+POSTGRES_SKIP = "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin; apt-get install postgresql)"
+"""Why the tests that need a PostgreSQL server skip (``tests/tune/conftest.py``); under CI they fail instead."""
 """How a test that needs benchmark data starts its skip reason (the summary at the end counts them)."""
 
 

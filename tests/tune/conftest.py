@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli.cli_helpers import write_csv
+from helpers import POSTGRES_SKIP
 
-POSTGRES_SKIP = "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin; apt-get install postgresql)"
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "benchmarks" / "tuning" / "configs" / "smoke.toml"
 TINY_SPACE = """

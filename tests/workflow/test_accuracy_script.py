@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
@@ -123,3 +124,23 @@ def test_the_estimated_state_protocol_chooses_its_own_headline(tmp_path: Path, m
     assert (out / "best.dw").read_bytes() == (tmp_path / "r0" / "model.dw").read_bytes()
     assert (out / "best-estimated.dw").read_bytes() == (tmp_path / "r1" / "model.dw").read_bytes()
     assert not (out / "ensemble.dw").exists()
+
+
+def test_seeds_are_the_queued_trials_of_a_study_that_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _script()
+    trained = []
+
+    def train_seed(name: str, config: Path, seed: int, max_minutes: float | None, out: Path) -> dict:
+        trained.append(seed)
+        return {"seed": seed, "best_val_rmse": 1.0 + seed}
+
+    monkeypatch.setattr(script, "train_seed", train_seed)
+    config = tmp_path / "x.toml"
+    config.write_text("[train]\nepochs = 1\n")
+    args = SimpleNamespace(name="x", seeds=[2, 0, 1], workers=1, storage=None, study="x-study", threads=None,
+                           max_minutes=None, out=tmp_path)
+    runs = script.train_seeds(args, config)
+    assert [r["seed"] for r in runs] == [2, 0, 1] and sorted(trained) == [0, 1, 2]
+    assert all(r["pid"] == os.getpid() for r in runs)
+    args.seeds = [0, 3]  # the same study: seed 0 is done, seed 3 is new
+    assert [r["seed"] for r in script.train_seeds(args, config)] == [0, 3] and sorted(trained) == [0, 1, 2, 3]
