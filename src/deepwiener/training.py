@@ -545,9 +545,9 @@ def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Te
     wrong while its states warm up; so both outputs are taken relative to their value at the end of the
     washout (the integrator's offset and the washout's drift cancel).
 
-    With a ``share`` (distributed training), the rank's sum of squared errors times ``share.weight`` is its part of
-    the batch's mean; DDP averages the ranks' gradients, so the part is scaled by their number, and the loss
-    returned is the batch's mean, summed over the ranks.
+    With a ``share`` (distributed training), the rank's sum of (weighted) squared errors times ``share.weight`` is
+    its part of the batch's mean; DDP averages the ranks' gradients, so the part is scaled by their number, and the
+    loss returned is the batch's mean, summed over the ranks.
     """
     optimizer.zero_grad(set_to_none=True)
     if config.x0 == "encoder":  # the window's head sets the state; its tail is simulated and scored
