@@ -174,7 +174,9 @@ class Objective:
 
         try:
             cfg = resolve(self.space.sample(trial), self.settings.overrides)
-            data = self._data.setdefault(cfg.data, cfg.data.load())
+            if cfg.data not in self._data:  # loaded once per process
+                self._data[cfg.data] = cfg.data.load()
+            data = self._data[cfg.data]
             trial.set_user_attr("unit", data.train[0].y_unit)
             with RunDir.create(run_path, config=cfg, force=True) as run:
                 outcome = train_run(run, cfg, data, on_epoch=report)
