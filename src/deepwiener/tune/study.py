@@ -120,13 +120,13 @@ def open_study(storage: BaseStorage, name: str, identity: Mapping[str, str],
     return study
 
 
-def counts(study: optuna.Study) -> tuple[int, int]:
-    """(trials that ended, trials running): a trial ended when it is complete or pruned, or failed by its own error
-    (``TRIAL_ERRORS``, recorded as the user attribute "error"); one lost with its process is not counted (it runs
-    again)."""
+def counts(study: optuna.Study) -> tuple[int, int, int]:
+    """(trials that ended, trials running, trials queued): a trial ended when it is complete or pruned, or failed by
+    its own error (``TRIAL_ERRORS``, recorded as the user attribute "error"); one lost with its process is not counted
+    (it is queued to run again)."""
     trials = study.get_trials(deepcopy=False)
     ended = sum(t.state in ENDED or (t.state == TrialState.FAIL and "error" in t.user_attrs) for t in trials)
-    return ended, sum(t.state == TrialState.RUNNING for t in trials)
+    return ended, sum(t.state == TrialState.RUNNING for t in trials), sum(t.state == TrialState.WAITING for t in trials)
 
 
 def fail_lost_trials(study: optuna.Study) -> list[int]:
@@ -157,18 +157,21 @@ def fail_lost_trials(study: optuna.Study) -> list[int]:
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int, poll: float,
          on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None, deadline: float | None = None) -> None:
-    """Run trials of ``study`` until ``n_trials`` have ended (:func:`counts`), waiting ``poll`` seconds at a time
-    while the last ones run in other processes (which may die: their trials then fail and run again here); start
-    none after ``deadline`` (a ``time.time()``), if given.
+    """Run trials of ``study`` until ``n_trials`` have ended (:func:`counts`) and none runs or waits in the queue,
+    waiting ``poll`` seconds at a time while the last ones run in other processes (which may die: their trials then
+    fail, after the storage's grace period, and run again here); start none after ``deadline`` (a ``time.time()``),
+    if given.
 
+    Processes that start their last trials at the same moment may end a few more than ``n_trials``; a trial lost
+    with its process always runs again (so that the summary holds no trial of a dead process as running).
     A trial that raises one of ``TRIAL_ERRORS`` fails and the loop goes on; any other error ends it.
     """
     while deadline is None or time.time() < deadline:
         fail_lost_trials(study)
-        ended, running = counts(study)
-        if ended >= n_trials:
+        ended, running, queued = counts(study)
+        if ended >= n_trials and running == 0 and queued == 0:
             return
-        if ended + running >= n_trials:
+        if queued == 0 and ended + running >= n_trials:
             time.sleep(poll)
             continue
         study.optimize(objective, n_trials=1, catch=TRIAL_ERRORS, callbacks=[on_trial] if on_trial else None)
