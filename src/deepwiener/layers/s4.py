@@ -105,7 +105,7 @@ class S4(LTILayer):
             raise ConfigError(f"d_state ({self.d_state}) must be a multiple of block_order ({order})")
         G, m = self.d_state // order, order
         lam, P, B, _ = init.hippo_dplr(m)
-        mix = torch.randn(G, self.d_in, generator=generator, dtype=torch.float64) / math.sqrt(self.d_in)
+        mix = torch.randn(G, self.d_in, generator=generator, dtype=torch.float64, device="cpu") / math.sqrt(self.d_in)
         self._set_dynamics(np.broadcast_to(lam, (G, m)), np.broadcast_to(P, (G, m)),
                            B[None, :, None] * mix.numpy()[:, None, :])  # (G, m, d_in)
         c_re, c_im = init.complex_normal((self.d_out, G, m), self.d_state**-0.5, generator)
