@@ -19,6 +19,7 @@ Each map describes itself for the compiled streamer and the export: ``channel_ma
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +31,14 @@ GELU_LIPSCHITZ = 1.1289  # max of d/dx [x Phi(x)]
 
 
 class Nonlinearity(nn.Module):
-    """Base class: ``forward(eta (..., h)) -> (..., h)``; ``lipschitz()`` a global bound (inf if none)."""
+    """Base class: ``forward(eta (..., h)) -> (..., h)``; ``lipschitz()`` a global bound (inf if none).
+
+    ``globally_lipschitz`` says whether every parameter value gives a finite global bound (False for maps that are
+    only locally Lipschitz once trained, such as poly and glu); ``lipschitz_bound()`` is that bound as a tensor
+    that carries gradients to the map's parameters (what a stable-by-construction parametrisation needs).
+    """
+
+    globally_lipschitz: ClassVar[bool] = True
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -39,6 +47,11 @@ class Nonlinearity(nn.Module):
     def lipschitz(self) -> float:
         """A global Lipschitz constant in the 2-norm, or ``math.inf`` if the map is only locally Lipschitz."""
         raise NotImplementedError
+
+    def lipschitz_bound(self) -> Tensor:
+        """``lipschitz()`` as a 0-d tensor of the map's dtype, differentiable in the parameters where it depends
+        on them."""
+        return self.bias.new_tensor(self.lipschitz())
 
     def channel_map(self) -> tuple[str, dict[str, Tensor]] | None:
         """The map as one function applied to each channel, sigma(eta)_i = f(eta_i + bias_i; params_i): the name
@@ -87,6 +100,8 @@ class Elementwise(Nonlinearity):
 class GLU(Nonlinearity):
     """Gated linear unit on eta: (W1 z + c1) * sigmoid(W2 z + c2), z = eta + b."""
 
+    globally_lipschitz: ClassVar[bool] = False
+
     def __init__(self, width: int) -> None:
         super().__init__(width)
         self.proj = nn.Linear(width, 2 * width)
@@ -124,13 +139,18 @@ class MLP(Nonlinearity):
 
     @torch.no_grad()
     def lipschitz(self) -> float:
-        norm1 = torch.linalg.matrix_norm(self.hidden.weight, ord=2).item()
-        norm2 = torch.linalg.matrix_norm(self.out.weight, ord=2).item()
-        return GELU_LIPSCHITZ * norm1 * norm2
+        return float(self.lipschitz_bound())
+
+    def lipschitz_bound(self) -> Tensor:
+        """GELU's slope bound times the spectral norms of both weights."""
+        norm1 = torch.linalg.matrix_norm(self.hidden.weight, ord=2)
+        return GELU_LIPSCHITZ * norm1 * torch.linalg.matrix_norm(self.out.weight, ord=2)
 
 
 class Polynomial(Nonlinearity):
     """z + a2 z^2 + a3 z^3 per channel, z = eta + b; starts as the identity."""
+
+    globally_lipschitz: ClassVar[bool] = False
 
     def __init__(self, width: int) -> None:
         super().__init__(width)
@@ -177,8 +197,11 @@ class LinearTanh(Nonlinearity):
 
     @torch.no_grad()
     def lipschitz(self) -> float:
+        return float(self.lipschitz_bound())
+
+    def lipschitz_bound(self) -> Tensor:
         """The slope 1 + a sech^2(z) lies between 1 and 1 + a, so |slope| <= max(1, |1 + a|)."""
-        return max(1.0, float((1 + self.gain).abs().max()))
+        return (1 + self.gain).abs().max().clamp_min(1.0)
 
 
 def _elementwise(activation: type[nn.Module], lipschitz: float):

@@ -26,7 +26,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from deepwiener import analysis, analysis_plots, plots
-from deepwiener.analysis import BlockSystem, Certificate, NonlinearityCurve, NonLTIBlock, ReductionResult
+from deepwiener.analysis import (
+    BlockSystem,
+    Certificate,
+    LoopCertificate,
+    NonlinearityCurve,
+    NonLTIBlock,
+    ReductionResult,
+)
 from deepwiener.data import Benchmark
 from deepwiener.errors import ConfigError
 from deepwiener.evaluation import Metrics
@@ -68,14 +75,15 @@ class Inspection:
     Attributes:
         config: the model's configuration (``ModelConfig.to_dict()``).
         blocks: the linear part of every block (``analysis.blocks``).
-        certificate: the delta-ISS certificate (with local constants from the data, when given).
+        certificate: the delta-ISS certificate (with local constants from the data, when given; an LFR model's
+            is the contraction condition of its loop).
         curves: each block's nonlinearity over the range seen on the data; None without data.
         data: name of the record the curves and local constants come from; None without data.
     """
 
     config: dict[str, Any]
     blocks: list[BlockSystem | NonLTIBlock]
-    certificate: Certificate
+    certificate: Certificate | LoopCertificate
     curves: list[NonlinearityCurve] | None
     data: str | None
 
@@ -114,11 +122,13 @@ def inspect_model(model: Model, data: Benchmark | None = None) -> Inspection:
         DataError: the record's ``dt`` or input width differs from the model's.
     """
     record = data.train[0] if data is not None else None
+    certificate = analysis.certificate(model, record)
+    per_block = isinstance(certificate, Certificate)  # an LFR's map mixes its channels: no curve per channel
     return Inspection(
         config=model.config.to_dict(),
         blocks=analysis.blocks(model),
-        certificate=analysis.certificate(model, record),
-        curves=analysis.nonlinearity_curves(model, record) if record is not None else None,
+        certificate=certificate,
+        curves=analysis.nonlinearity_curves(model, record) if record is not None and per_block else None,
         data=None if record is None else record.name,
     )
 

@@ -40,7 +40,7 @@ from torch import nn
 from deepwiener.analysis.lti import BlockSystem, NonLTIBlock, blocks
 from deepwiener.analysis.nonlinear import SignalRange, signal_ranges
 from deepwiener.data import IOData
-from deepwiener.models import DeepWiener
+from deepwiener.models import DeepWiener, LFRModel
 
 Status = Literal["global", "local", "unknown", "failed"]
 _SEVERITY: dict[str, int] = {"global": 0, "local": 1, "unknown": 2, "failed": 3}
@@ -301,11 +301,71 @@ def certify_block(
     )
 
 
-def certificate(model: DeepWiener, data: IOData | None = None) -> Certificate:
+@dataclass(frozen=True)
+class LoopCertificate:
+    """The contraction certificate of an LFR model (``models.lfr``): its state map
+    ``x -> A x + E phi(F x + G u) + ...`` is Lipschitz in x with a constant at most
+    ``bound = ||A|| + L_phi ||E|| ||F||``; ``bound < 1`` makes it a contraction, so the model is delta-ISS.
+
+    Attributes:
+        norm_A, norm_E, norm_F: spectral norms of the simulated A and E (scaled when stable) and of F.
+        lipschitz: L_phi, the map's global Lipschitz bound (inf if it has none).
+        bound: norm_A + lipschitz * norm_E * norm_F.
+        stable: the model is stable by construction (every parameter value gives bound <= CONTRACTION).
+    """
+
+    norm_A: float
+    norm_E: float
+    norm_F: float
+    lipschitz: float
+    bound: float
+    stable: bool
+
+    @property
+    def status(self) -> Status:
+        """"global" when the bound is below 1, else "unknown" (a sufficient condition that does not hold)."""
+        return "global" if self.bound < 1 else "unknown"
+
+    @property
+    def holds(self) -> bool:
+        """True when the loop is certified contracting (delta-ISS)."""
+        return self.status == "global"
+
+    @property
+    def blocks(self) -> tuple[LoopCertificate, ...]:
+        """The one block of an LFR model (its status is the model's)."""
+        return (self,)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (with ``status`` and ``holds``)."""
+        return {**asdict(self), "status": self.status, "holds": self.holds}
+
+    def summary(self) -> list[str]:
+        """Human-readable lines: the verdict and the numbers of the condition."""
+        if self.holds:
+            how = "by construction" if self.stable else "for these parameter values"
+            verdict = f"delta-ISS certified ({how}): the loop's state map contracts at rate <= {self.bound:.6g}"
+        else:
+            verdict = ("not certified: ||A|| + L_phi ||E|| ||F|| >= 1 (a sufficient condition; the model may still "
+                       "be stable; train it with stable = true for a certificate)")
+        return [f"stability certificate [{self.status}]: {verdict}",
+                f"||A|| = {self.norm_A:.6g}, ||E|| = {self.norm_E:.4g}, ||F|| = {self.norm_F:.4g}, "
+                f"L_phi = {_fmt(self.lipschitz)}: ||A|| + L_phi ||E|| ||F|| = {self.bound:.6g}"]
+
+
+def loop_certificate(model: LFRModel) -> LoopCertificate:
+    """The contraction certificate of an LFR model (:class:`LoopCertificate`)."""
+    numbers = model.contraction()
+    return LoopCertificate(norm_A=float(numbers["norm_A"]), norm_E=float(numbers["norm_E"]),
+                           norm_F=float(numbers["norm_F"]), lipschitz=float(numbers["lipschitz"]),
+                           bound=float(numbers["bound"]), stable=bool(numbers["stable"]))
+
+
+def certificate(model: DeepWiener | LFRModel, data: IOData | None = None) -> Certificate | LoopCertificate:
     """The delta-ISS certificate of a model, with per-block numbers and an incremental gain bound.
 
     Args:
-        model: a ``DeepWiener`` model.
+        model: a ``DeepWiener`` model (or an ``LFRModel``: :func:`loop_certificate`; ``data`` is not used).
         data: optional record (model's ``dt``); the observed range of each block's ``eta`` gives local
             Lipschitz constants for nonlinearities that are only locally Lipschitz.
 
@@ -315,6 +375,8 @@ def certificate(model: DeepWiener, data: IOData | None = None) -> Certificate:
     Raises:
         DataError: ``data`` has another ``dt`` or input width.
     """
+    if isinstance(model, LFRModel):
+        return loop_certificate(model)
     observed: list[SignalRange | None] = (
         list(signal_ranges(model, data)) if data is not None else [None] * len(model.blocks)
     )

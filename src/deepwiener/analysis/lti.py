@@ -35,7 +35,7 @@ import scipy.linalg
 from deepwiener.analysis import gramians
 from deepwiener.errors import ConfigError
 from deepwiener.layers import LTILayer
-from deepwiener.models import DeepWiener
+from deepwiener.models import DeepWiener, LFRModel
 
 logger = logging.getLogger(__name__)
 
@@ -300,18 +300,28 @@ def block_system(model: DeepWiener, index: int) -> BlockSystem | NonLTIBlock:
     return system
 
 
-def blocks(model: DeepWiener) -> list[BlockSystem | NonLTIBlock]:
+def blocks(model: DeepWiener | LFRModel) -> list[BlockSystem | NonLTIBlock]:
     """The linear part of every block of a model, in order.
 
     Args:
-        model: a ``DeepWiener`` model.
+        model: a ``DeepWiener`` model, or an ``LFRModel`` (one block: :func:`loop_system`).
 
     Returns:
         One ``BlockSystem`` per LTI block (its real ``(A, B, C, D)`` with the model's ``dt``) and one
         ``NonLTIBlock`` per block whose layer is not LTI. An aliased continuous pole is logged as a warning
         and flagged in ``BlockSystem.aliased``.
     """
+    if isinstance(model, LFRModel):
+        return [loop_system(model)]
     return [block_system(model, i) for i in range(len(model.blocks))]
+
+
+def loop_system(model: LFRModel) -> BlockSystem:
+    """The linear part of an LFR model with its loop open (w held at zero): ``x[k+1] = A x[k] + B u_n[k]``,
+    ``y_n[k] = C x[k] + D u_n[k]`` in normalised units, with the A the model simulates (scaled when stable)."""
+    A = model.loop_matrices()[0]
+    A, B, C, D = (m.detach().double().cpu().numpy() for m in (A, model.B, model.C, model.D))
+    return BlockSystem(0, "lfr, loop open", A, B, C, D, model.dt)
 
 
 def _continuous_poles(layer: LTILayer, dt: float) -> np.ndarray | None:

@@ -30,6 +30,21 @@ and then a small step of E can close an unstable loop through a large entry of F
 directions, scaled, and phi's bias set, so that each z channel has zero mean and unit rms on the training records.
 Training then grows E and H from zero.
 
+Stable by construction (``stable=True``): the loop's state map x -> A x + E phi(F x + G u_n) + ... has Lipschitz
+constant at most ``||A|| + L_phi ||E|| ||F||`` (spectral norms; L_phi a global Lipschitz bound of the map). The
+stable model keeps free parameters (A, E) and simulates with ``s A`` and ``s E``, where
+``s = min(1, CONTRACTION / (||A|| + L_phi ||E|| ||F||))``: for every parameter value the state map is a contraction
+with rate at most ``CONTRACTION`` < 1 in the Euclidean norm of the (normalised) state, so the model is
+incrementally input-to-state stable (delta-ISS): two trajectories under one input approach each other at that rate,
+and any bounded input gives a bounded state, ``||x|| <= sup_k ||f(0, u_k)|| / (1 - CONTRACTION)``. The model stays
+explicit (one evaluation of the map per step), so streaming, the compiled kernel and export are unchanged; the
+maps must have a global Lipschitz bound (``Nonlinearity.globally_lipschitz``: not poly or glu). Nothing is lost in
+the restriction to the Euclidean norm: a model that contracts in any constant quadratic metric ``x^T P x`` is this
+model in the coordinates ``P^(1/2) x``, which the free A, B, C, E, F can take. The linear start's whitened state
+makes ``||A|| <= 1`` (the state covariance ``A A^T + B B^T`` is the identity), so it changes the start by the factor
+``s`` only where ``||A||`` exceeds ``CONTRACTION``. :meth:`LFRModel.contraction` gives the certificate's numbers for
+any LFR (``deepwiener inspect`` prints them).
+
 Reference: R. Vanbeylen, "Nonlinear LFR block-oriented model: potential benefits and improved, user-friendly
 identification method", IEEE Trans. Instrumentation and Measurement 62(12), 2013.
 """
@@ -55,6 +70,9 @@ from deepwiener.stepgraph import StepGraph
 
 LFRState = tuple[Tensor]
 
+CONTRACTION = 0.999
+"""The stable LFR's bound on the contraction rate of its state map (module docstring)."""
+
 
 def pad_poles(count: int) -> np.ndarray:
     """Poles of the ``count`` uncoupled states that pad a linear start of lower order than n_x: distinct, spread
@@ -71,6 +89,7 @@ class LFRConfig(DictConfig):
         n_x: real states of the linear part.
         n_w: channels of the static map (its input z and output w).
         nonlinearity: the static map phi, a name in ``nonlinearities.NONLINEARITIES``.
+        stable: contracting for every parameter value (module docstring; phi needs a global Lipschitz bound).
         seed: seed of the parameter initialisation.
         dt: sampling time of the data in seconds (set by ``fit``).
         kind: the model family, "lfr" (a class constant, not a field).
@@ -83,6 +102,7 @@ class LFRConfig(DictConfig):
     n_x: int = 8
     n_w: int = 4
     nonlinearity: str = "mlp"
+    stable: bool = False
     seed: int = 0
     dt: float = 1.0
 
@@ -97,20 +117,24 @@ class LFRModel(Model):
     """A nonlinear LFR simulation model for n_u inputs and n_y outputs, in physical units (module docstring).
 
     Args:
-        n_u, n_y, n_x, n_w, nonlinearity, seed, dt: the fields of :class:`LFRConfig`.
+        n_u, n_y, n_x, n_w, nonlinearity, stable, seed, dt: the fields of :class:`LFRConfig`.
+
+    Raises:
+        ConfigError: ``stable`` with a map that has no global Lipschitz bound.
 
     The random start: A diagonal with poles uniform in [0.5, 0.95], B, C, F, G Gaussian with variance 1/fan-in,
     D = 0, E and H small (std 0.01), biases 0.
     """
 
     config_class = LFRConfig
-    capabilities = frozenset({"poles"})
+    capabilities = frozenset({"poles", "blocks"})
     title = "LFR"
 
-    def __init__(self, n_u: int, n_y: int, n_x: int = 8, n_w: int = 4, nonlinearity: str = "mlp", seed: int = 0,
-                 dt: float = 1.0) -> None:
+    def __init__(self, n_u: int, n_y: int, n_x: int = 8, n_w: int = 4, nonlinearity: str = "mlp",
+                 stable: bool = False, seed: int = 0, dt: float = 1.0) -> None:
         super().__init__()
-        self.config = LFRConfig(n_u=n_u, n_y=n_y, n_x=n_x, n_w=n_w, nonlinearity=nonlinearity, seed=seed, dt=dt)
+        self.config = LFRConfig(n_u=n_u, n_y=n_y, n_x=n_x, n_w=n_w, nonlinearity=nonlinearity, stable=stable,
+                                seed=seed, dt=dt)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.A = nn.Parameter(torch.diag(torch.empty(n_x).uniform_(0.5, 0.95)))
@@ -124,6 +148,9 @@ class LFRModel(Model):
             self.H = nn.Parameter(0.01 * torch.randn(n_y, n_w))
             self.b_y = nn.Parameter(torch.zeros(n_y))
             self.phi = make_nonlinearity(nonlinearity, n_w)
+        if stable and not self.phi.globally_lipschitz:
+            raise ConfigError(f"a stable LFR needs a map with a global Lipschitz bound; {nonlinearity!r} is only "
+                              "locally Lipschitz (use mlp, linear_tanh, tanh, elu, gelu, relu or identity)")
         self.register_scaler()
 
     def init_state(self, batch: int) -> LFRState:
@@ -131,8 +158,37 @@ class LFRModel(Model):
         return (self.A.new_zeros(batch, self.config.n_x),)
 
     def poles(self) -> np.ndarray:
-        """(n_x,) complex eigenvalues of A: the poles of the linear part with the loop open (w held at zero)."""
-        return np.linalg.eigvals(self.A.detach().double().cpu().numpy())
+        """(n_x,) complex eigenvalues of A (the stable model's scaled A): the poles of the linear part with the loop
+        open (w held at zero)."""
+        return np.linalg.eigvals(self.loop_matrices()[0].detach().double().cpu().numpy())
+
+    def loop_gain_terms(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """||A||, ||E||, ||F|| (spectral norms) and L_phi of the free parameters, as differentiable 0-d tensors."""
+        def norm(matrix: Tensor) -> Tensor:
+            return torch.linalg.matrix_norm(matrix, ord=2)
+
+        return norm(self.A), norm(self.E), norm(self.F), self.phi.lipschitz_bound()
+
+    def loop_matrices(self) -> tuple[Tensor, Tensor]:
+        """The A (n_x, n_x) and E (n_x, n_w) the model simulates: the parameters themselves, or for a stable model
+        both scaled by ``min(1, CONTRACTION / (||A|| + L_phi ||E|| ||F||))`` (module docstring)."""
+        if not self.config.stable:
+            return self.A, self.E
+        norm_a, norm_e, norm_f, lipschitz = self.loop_gain_terms()
+        scale = (CONTRACTION / (norm_a + lipschitz * norm_e * norm_f)).clamp(max=1.0)
+        return scale * self.A, scale * self.E
+
+    @torch.no_grad()
+    def contraction(self) -> dict[str, float | bool]:
+        """The numbers of the contraction certificate of the simulated loop: ``norm_A``, ``norm_E``, ``norm_F``,
+        ``lipschitz`` (L_phi), ``bound`` = norm_A + lipschitz * norm_E * norm_F (the state map's Lipschitz
+        constant in x is at most this), ``holds`` (bound < 1: delta-ISS) and ``stable`` (by construction)."""
+        A, E = self.loop_matrices()
+        norms = [float(torch.linalg.matrix_norm(m.double(), ord=2)) for m in (A, E, self.F)]
+        lipschitz = self.phi.lipschitz()
+        bound = norms[0] + lipschitz * norms[1] * norms[2]
+        return {"norm_A": norms[0], "norm_E": norms[1], "norm_F": norms[2], "lipschitz": lipschitz, "bound": bound,
+                "holds": bool(bound < 1), "stable": self.config.stable}
 
     def engine(self, mode: str, device_type: str) -> str:
         """The engine ("loop" or "compiled") that ``mode`` means for this model on this device type.
@@ -152,13 +208,15 @@ class LFRModel(Model):
             return "loop"
         return numba_runtime.resolve(mode, device_type, feedback.KERNELS, fallback="loop")
 
-    def trajectory(self, u_n: Tensor, x: Tensor, mode: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+    def trajectory(self, u_n: Tensor, x: Tensor, mode: str = "auto",
+                   loop: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Run the loop on a normalised input.
 
         Args:
             u_n: (batch, time, n_u) normalised input.
             x: (batch, n_x) initial state.
             mode: "auto", "loop" or "compiled" (module docstring).
+            loop: the (A, E) to simulate with; default :meth:`loop_matrices`.
 
         Returns:
             states x[k]: (batch, time, n_x), map outputs w[k]: (batch, time, n_w), final state x[T]: (batch, n_x).
@@ -166,18 +224,19 @@ class LFRModel(Model):
         n_x = self.config.n_x
         drive = nn.functional.linear(u_n, self.B, self.b_x)  # (batch, time, n_x)
         direct = nn.functional.linear(u_n, self.G)  # (batch, time, n_w)
+        A, E = self.loop_matrices() if loop is None else loop
         if self.engine(mode, u_n.device.type) == "compiled":
             mlp = self.phi
-            return feedback.perceptron_loop(drive, direct, x, self.A, self.F, self.E, mlp.bias, mlp.hidden.weight,
+            return feedback.perceptron_loop(drive, direct, x, A, self.F, E, mlp.bias, mlp.hidden.weight,
                                             mlp.hidden.bias, mlp.out.weight, mlp.out.bias)
-        state_map = torch.cat([self.A, self.F]).T  # (n_x, n_x + n_w): x -> [A x, F x]
+        state_map = torch.cat([A, self.F]).T  # (n_x, n_x + n_w): x -> [A x, F x]
         states, maps = [], []
         for k in range(u_n.shape[1]):
             states.append(x)
             mixed = x @ state_map
             w = self.phi(mixed[:, n_x:] + direct[:, k])
             maps.append(w)
-            x = torch.addmm(mixed[:, :n_x] + drive[:, k], w, self.E.T)
+            x = torch.addmm(mixed[:, :n_x] + drive[:, k], w, E.T)
         return torch.stack(states, 1), torch.stack(maps, 1), x
 
     def forward(self, u: Tensor, state: LFRState | None = None, mode: str = "auto") -> tuple[Tensor, LFRState]:
@@ -204,7 +263,8 @@ class LFRModel(Model):
         u_n = self.export_input(graph, u)
         x = graph.state(self.config.n_x, "LFR state x (normalised coordinates)")
         w = self.phi.export_step(graph, graph.affine([(self.F, x), (self.G, u_n)], hint="z"))
-        graph.update(x, graph.affine([(self.A, x), (self.B, u_n), (self.E, w)], self.b_x, hint="x_next"))
+        A, E = (m.detach() for m in self.loop_matrices())
+        graph.update(x, graph.affine([(A, x), (self.B, u_n), (E, w)], self.b_x, hint="x_next"))
         return self.export_output(graph, graph.affine([(self.C, x), (self.D, u_n), (self.H, w)], self.b_y,
                                                       hint="y_n"))
 
@@ -260,8 +320,9 @@ class LFRModel(Model):
         self.E.zero_()
         self.H.zero_()
         self.G.zero_()
-        states = torch.cat([self.trajectory(self.normalize_input(tensor(u))[None], self.init_state(1)[0])[0][0]
-                            for u in inputs])  # (samples, n_x): the states under the linear model
+        states = torch.cat([self.trajectory(self.normalize_input(tensor(u))[None], self.init_state(1)[0],
+                                            loop=(self.A, self.E))[0][0]
+                            for u in inputs])  # (samples, n_x): the states under the linear model (unscaled A)
         variances, axes = torch.linalg.eigh(torch.cov(states.T).reshape(cfg.n_x, cfg.n_x))
         floored = axes * variances.clamp_min(1e-6 * variances.max()) @ axes.T  # the covariance, no direction flat
         root = torch.linalg.cholesky(floored)  # floored = root root^T
