@@ -28,7 +28,7 @@ from deepwiener import evaluate, evaluate_prediction, load, load_benchmark
 HERE = Path(__file__).resolve().parent
 
 HEADLINES = {"silverbox": "silverbox", "wiener_hammerstein": "wiener_hammerstein", "cascaded_tanks": "cascaded_tanks",
-             "emps": "emps-linear-tanh"}
+             "emps": "emps"}
 """Benchmark -> the results folder of its headline."""
 HORIZONS = {"silverbox": 100, "wiener_hammerstein": 100, "cascaded_tanks": 100, "emps": 500}
 """Prediction horizons (identibench's: Silverbox and Wiener-Hammerstein 100, EMPS 500, the others 100)."""
