@@ -555,11 +555,14 @@ def _progress(config: TrainConfig) -> Iterator[Callable[[EpochInfo], None]]:
 
 @contextmanager
 def _process_group(device: str) -> Iterator[distributed_mod.World]:
-    """The process group of a torchrun launch while the block runs (``distributed.init``)."""
+    """The process group of a torchrun launch while the block runs (``distributed.init``); after a block that ended
+    well, the ranks leave it together."""
+    ended_well = False
     try:
         yield distributed_mod.init(device)
+        ended_well = True
     finally:
-        distributed_mod.close()
+        distributed_mod.close(wait=ended_well)
 
 
 @contextmanager

@@ -109,7 +109,18 @@ def init(device: str) -> World:
     return current()
 
 
-def close() -> None:
-    """Leave the process group (a no-op without one)."""
+def close(wait: bool = False) -> None:
+    """Leave the process group (a no-op without one).
+
+    Args:
+        wait: first wait for every other rank (after a run that ended well on this rank), so that no rank tears
+            down its connections while rank 0 still writes the run (gloo aborted a rank once in that window).
+            Not after an error: the other ranks may never reach the barrier, and torchrun stops them when this
+            one exits.
+    """
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
