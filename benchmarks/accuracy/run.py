@@ -161,12 +161,14 @@ def merge_runs(results_file: Path, runs: list[dict[str, Any]], command: str) -> 
     return sorted(kept + runs, key=lambda r: r["seed"]), f"{earlier['command']} && {command}"
 
 
-def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: Path) -> dict[str, Any]:
+def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: Path,
+             ensemble_candidate: bool = True) -> dict[str, Any]:
     """Choose the headline model on validation error, under each protocol, and save it as ``out/best.dw`` (and
     ``out/best-estimated.dw`` when the estimated-state protocol chooses another).
 
     The seed with the lowest validation RMSE, or the ensemble of all seeds when its validation RMSE (the same
-    held-out tails, simulated the same way) is lower. Returns ``{"model", "val_rmse"}``, ``"estimated"`` (the same
+    held-out tails, simulated the same way) is lower; with ``ensemble_candidate`` False (``--no-ensemble``, a rule
+    that compares single models) the ensemble is scored and reported but never chosen. Returns ``{"model", "val_rmse"}``, ``"estimated"`` (the same
     choice under the estimated-state protocol) and, with two seeds or more, ``"ensemble"``: its seeds, validation
     RMSE and test metrics under both protocols, and its parameter count.
     """
@@ -176,7 +178,7 @@ def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: P
         sys.exit(f"model files missing (runs are not committed): {missing}; train those seeds again")
     candidates = {f"seed {r['seed']}": (r["best_val_rmse"], r.get("val_rmse_estimated", math.inf), path)
                   for r, path in zip(runs, paths, strict=True)}  # runs of older versions have no estimated state
-    choice: dict[str, Any] = {}
+    choice: dict[str, Any] = {"ensemble_candidate": ensemble_candidate}
     if len(runs) > 1:
         ensemble = Ensemble([load(p) for p in paths])
         _, val_records = split_training(list(data.train), None, cfg.train)
@@ -184,8 +186,9 @@ def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: P
                               "n_parameters": ensemble.n_parameters, "metrics": evaluate_all(ensemble, data),
                               **estimated_state(ensemble, cfg, data)}
         extra = {**describe(data), "members": [str(p.relative_to(ROOT)) for p in paths]}
-        candidates["ensemble"] = (choice["ensemble"]["val_rmse"], choice["ensemble"]["val_rmse_estimated"],
-                                  save(ensemble, out / "ensemble.dw", extra=extra))
+        if ensemble_candidate:
+            candidates["ensemble"] = (choice["ensemble"]["val_rmse"], choice["ensemble"]["val_rmse_estimated"],
+                                      save(ensemble, out / "ensemble.dw", extra=extra))
     zero = min(candidates, key=lambda name: candidates[name][0])
     choice.update(model=zero, val_rmse=candidates[zero][0])
     shutil.copyfile(candidates[zero][2], out / "best.dw")
@@ -259,7 +262,8 @@ def markdown(result: dict[str, Any]) -> str:
     if ens:
         lines.append(f"Validation RMSE [{result['val_unit']}]: best seed {min(r['best_val_rmse'] for r in runs):.5g}, "
                      f"ensemble {ens['val_rmse']:.5g}.")
-    lines += [f"Headline (lowest validation RMSE, saved as best.dw): {head['model']}."]
+    among = "" if head.get("ensemble_candidate", True) else ", among the seeds (--no-ensemble)"
+    lines += [f"Headline (lowest validation RMSE{among}, saved as best.dw): {head['model']}."]
     if "estimated" in head:
         saved = "best-estimated.dw" if head["estimated"]["model"] != head["model"] else "best.dw"
         lines.append(f"Headline under the estimated-state protocol (lowest validation RMSE with x0 = fit): "
@@ -292,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: recompute the headline, the linear baseline and the tables from the "
                              "runs in results.json (their run directories must be present)")
+    parser.add_argument("--no-ensemble", action="store_true",
+                        help="the headline is the best seed by validation (the ensemble is scored, never chosen): "
+                             "for rules that compare single models")
     args = parser.parse_args(argv)
     args.out = (args.out or RESULTS / args.name).absolute()
     if args.workers < 1:
@@ -323,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"name": args.name, "benchmark": data.name, "unit": data.unit, "val_unit": data.train[0].y_unit,
               "command": command, "machine": machine(), "commit": commit, "runs": runs, "summary": summarize(runs),
               "best_seed": min(runs, key=lambda r: r["best_val_rmse"])["seed"],
-              "headline": headline(runs, cfg, data, out),
+              "headline": headline(runs, cfg, data, out, ensemble_candidate=not args.no_ensemble),
               "linear": linear_baseline(data, cfg.train.val_fraction, bool(cfg.model.get("integrator")))}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "results.md").write_text(markdown(result))
