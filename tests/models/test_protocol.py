@@ -155,6 +155,46 @@ def test_every_kind_builds_simulates_steps_streams_and_round_trips(kind: str, tm
     np.testing.assert_array_equal(loaded.simulate(u), y)
 
 
+BUILDS = [{"layer": layer, **extra} for layer in dw.layers.LAYERS
+          for extra in ({}, {"norm": "layer", "skip": "linear"}, {"integrator": True, "dropout": 0.1})]
+BUILDS.append({"layer": "s4", "layer_options": {"block_order": 2}})
+
+
+@pytest.mark.parametrize("options", BUILDS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_every_layer_builds_through_the_registry_as_directly(options: dict) -> None:
+    """build_model first builds on the meta device (its memory check): every initialisation must allow that (S5's
+    and the MIMO S4's once drew their random numbers there and crashed), and give the direct build's parameters."""
+    with torch.device("meta"):
+        probe = dw.DeepWiener(2, 1, seed=3, d_state=4, d_model=3, **options)  # what the memory check builds
+    model = dw.build_model("deepwiener", n_u=2, n_y=1, seed=3, d_state=4, d_model=3, **options)
+    reference = dw.DeepWiener(2, 1, seed=3, d_state=4, d_model=3, **options)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    assert [p.shape for p in probe.parameters()] == [p.shape for p in model.parameters()]
+
+
+class NumpyFIRModel(FIRModel):
+    """A kind whose initialisation computes on concrete values (numpy): it cannot be built on the meta device."""
+
+    def __init__(self, n_u: int, n_y: int, taps: int = 6, seed: int = 0, dt: float = 1.0) -> None:
+        super().__init__(n_u, n_y, taps, seed, dt)
+        with torch.no_grad():
+            self.h.copy_(torch.as_tensor(np.linspace(0.0, 1.0, self.h.numel()).reshape(self.h.shape)))
+        float(self.h.sum().detach().numpy())
+
+
+def test_a_kind_that_cannot_build_on_the_meta_device_still_builds() -> None:
+    saved = [dict(table) for table in (registry._KINDS, registry._NAMES, registry._FIXED)]
+    dw.register_kind(NumpyFIRModel)
+    try:
+        model = dw.build_model("fir", n_u=1, n_y=1)
+        assert isinstance(model, NumpyFIRModel) and float(model.h.detach().sum()) == pytest.approx(3.0)
+    finally:
+        for table, before in zip((registry._KINDS, registry._NAMES, registry._FIXED), saved, strict=True):
+            table.clear()
+            table.update(before)
+
+
 def test_registry_refusals(fir_registered: None) -> None:
     with pytest.raises(ConfigError, match="'fir' is taken by FIRModel"):
         dw.register_kind(type("Other", (FIRModel,), {}))

@@ -61,8 +61,9 @@ class S5(LTILayer):
         options = options or ContinuousOptions()
         super().__init__(d_in, d_out, d_state, options)
         lam_c, _, _, V = init.hippo_normal_modes(d_state)  # V: (2n, n)
-        B0 = np.asarray(torch.randn(2 * d_state, d_in, generator=generator, dtype=torch.float64)) / math.sqrt(d_in)
-        C0 = np.asarray(torch.randn(d_out, 2 * d_state, generator=generator, dtype=torch.float64))
+        draw = {"generator": generator, "dtype": torch.float64, "device": "cpu"}  # numpy-side, also under meta
+        B0 = np.asarray(torch.randn(2 * d_state, d_in, **draw)) / math.sqrt(d_in)
+        C0 = np.asarray(torch.randn(d_out, 2 * d_state, **draw))
         B_c = V.conj().T @ B0  # (n, d_in)
         C = C0 @ V / math.sqrt(2 * d_state)  # (d_out, n)
         self.log_neg_re = real_param(torch.from_numpy(np.log(-lam_c.real)))  # (n,)

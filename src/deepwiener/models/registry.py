@@ -8,6 +8,7 @@ registers the built-in kinds; ``register_kind`` adds one of your own.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -15,8 +16,10 @@ from typing import Any
 
 import torch
 
-from deepwiener.errors import ConfigError, unknown_name
+from deepwiener.errors import ConfigError, DeepWienerError, unknown_name
 from deepwiener.models.base import CAPABILITIES, TRAINERS, Model
+
+logger = logging.getLogger(__name__)
 
 _KINDS: dict[str, type[Model]] = {}
 _NAMES: dict[str, type[Model]] = {}
@@ -114,13 +117,21 @@ TRAINING_COPIES = 4
 
 def check_memory(cls: type[Model], config: Any, kind: str) -> None:
     """Refuse a model whose parameters alone could not be trained in this machine's memory, before allocating it
-    (the model is first built on the ``meta`` device, which allocates nothing).
+    (the model is first built on the ``meta`` device, which allocates nothing). A kind whose initialisation cannot
+    run on the meta device (it computes on concrete values, e.g. through numpy) is not checked: the estimate is a
+    guard, and it must never stop a model that would build.
 
     Raises:
         ConfigError: ``TRAINING_COPIES`` times the parameters' bytes exceed the physical memory.
     """
-    with torch.device("meta"):
-        probe = cls.from_config(config)
+    try:
+        with torch.device("meta"):
+            probe = cls.from_config(config)
+    except DeepWienerError:
+        raise
+    except (TypeError, RuntimeError, NotImplementedError, ValueError) as exc:
+        logger.debug("memory check of a %s model skipped: it does not build on the meta device (%s)", kind, exc)
+        return
     count = sum(p.numel() for p in probe.parameters())
     need = TRAINING_COPIES * sum(p.numel() * p.element_size() for p in probe.parameters())
     have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
