@@ -266,6 +266,54 @@ class DiagonalSSM(LinearSystem):
     def blocks(self) -> tuple[Tensor, Tensor, Tensor]:
         return self.lam[:, None, None], self.B, self.C
 
+    def mode_weights(self) -> Tensor:
+        """Each mode's H-infinity weight ``w_i = ||c_i|| ||b_i|| / (1 - |lam_i|)`` (c_i column i of C, b_i row i
+        of B): a bound on the H-infinity norm of the mode's share of the output. Modal truncation keeps the modes
+        with the largest weights; their sum is the modal l1 penalty of training (``TrainConfig.modal_l1``).
+
+        Returns:
+            (n,) real, differentiable in lam, B and C (needs every ``|lam_i| < 1``).
+        """
+        return torch.linalg.vector_norm(self.C, dim=0) * torch.linalg.vector_norm(self.B, dim=1) / (1 - self.lam.abs())
+
+    def hankel_singular_values(self) -> Tensor:
+        """The Hankel singular values of the real system (the order-2n realisation ``real_matrices``), differentiable.
+
+        The conjugate completion ``lam_c = [lam, conj(lam)]``, ``B_c = [B; conj(B)]``, ``C_c = [C', conj(C')] / 2``
+        (``C' = C`` for readout "current", ``C diag(lam)`` for "next", whose real realisation reads ``C A``) is
+        similar to the real realisation, so it has the same Hankel singular values. Its Gramians are closed-form
+        for a diagonal A: ``P_ij = (B_c B_c^H)_ij / (1 - lam_i conj(lam_j))`` and
+        ``Q_ij = (C_c^H C_c)_ij / (1 - conj(lam_i) lam_j)``; with Cholesky factors ``P = Lp Lp^H``,
+        ``Q = Lq Lq^H`` the values are the singular values of ``Lq^H Lp`` (= ``sqrt(eig(P Q))``). Each Gramian is
+        factored with a jitter of 1e-12 times its largest diagonal entry, so that a singular one (inert modes
+        with B = 0 or C = 0) can be factored; it moves a value by at most about 1e-6 of the largest. Computed in
+        complex128 whatever the system's dtype.
+
+        Returns:
+            (2n,) float64, descending, differentiable in lam, B and C (needs every ``|lam_i| < 1``).
+        """
+        lam, B, C = (t.to(torch.complex128) for t in (self.lam, self.B, self.C))
+        if self.readout == "next":
+            C = C * lam
+        lam_c = torch.cat([lam, lam.conj()])  # (2n,)
+        B_c = torch.cat([B, B.conj()], dim=0)  # (2n, d_in)
+        C_c = torch.cat([C, C.conj()], dim=1) / 2  # (d_out, 2n)
+        P = (B_c @ B_c.mH) / (1 - lam_c[:, None] * lam_c.conj()[None, :])  # (2n, 2n)
+        Q = (C_c.mH @ C_c) / (1 - lam_c.conj()[:, None] * lam_c[None, :])  # (2n, 2n)
+        return torch.linalg.svdvals(_gramian_factor(Q).mH @ _gramian_factor(P))
+
+
+_GRAMIAN_JITTER = 1e-12  # relative to a Gramian's largest diagonal entry
+
+
+def _gramian_factor(G: Tensor) -> Tensor:
+    """Lower Cholesky factor L of ``G + delta I``, ``delta = 1e-12 max(diag G)``: ``G`` (n, n) Hermitian positive
+    semidefinite complex128 -> L (n, n), differentiable."""
+    G = (G + G.mH) / 2
+    scale = G.diagonal().real.max().clamp_min(torch.finfo(torch.float64).tiny)
+    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    return torch.linalg.cholesky(G + _GRAMIAN_JITTER * scale * eye)
+
 
 def bank_io(B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
     """Dense input and output maps of a bank of SISO systems (system g reads input g and writes output g).

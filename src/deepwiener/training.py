@@ -51,7 +51,7 @@ from deepwiener.distributed import World, current
 from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, is_integer_in, unknown_name
 from deepwiener.files import write_file
-from deepwiener.layers import LAYERS
+from deepwiener.layers import LAYERS, LTILayer
 from deepwiener.models import Model, initial_state
 from deepwiener.options import DictConfig
 from deepwiener.progress import TrainingProgress
@@ -111,6 +111,14 @@ class TrainConfig(DictConfig):
             the state there; the rest of the window is simulated and scored, the washout does not apply; the model
             keeps the encoder: ``simulate(..., x0="encoder")``). Validation then estimates the state the same way.
         x0_window: the encoder's init window, in samples.
+        modal_l1: weight of the modal l1 penalty, added to the loss of every step: the sum over every LTI layer's
+            modes of their H-infinity weights ``||c_i|| ||b_i|| / (1 - |lam_i|)`` (``DiagonalSSM.mode_weights``,
+            the weight modal truncation ranks by), which drives modes that carry little to zero. 0: off.
+        hankel_nuclear: weight of the Hankel nuclear-norm penalty, added likewise: the sum over every LTI layer of
+            its Hankel singular values (``DiagonalSSM.hankel_singular_values``, the values balanced truncation
+            discards from), which promotes low-order blocks. 0: off. Both penalties act on the normalised model
+            (the layers' own units); the reported ``train_loss`` is the NMSE without them. Layers with another
+            structure (S4's DPLR blocks) are penalised through their modal form (``LinearSystem.modal``).
     """
 
     window: int = 512
@@ -139,6 +147,8 @@ class TrainConfig(DictConfig):
     loss_decay: float = 1.0
     x0: str = "zero"
     x0_window: int = 50
+    modal_l1: float = 0.0
+    hankel_nuclear: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("window", "batch_size", "epochs"):
@@ -153,6 +163,10 @@ class TrainConfig(DictConfig):
         _require(self.patience is None or self.patience > 0, "patience", "positive or None")
         _require(0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)")
         _require(0 < self.loss_decay <= 1, "loss_decay", "in (0, 1]")
+        for name in ("modal_l1", "hankel_nuclear"):
+            weight = getattr(self, name)
+            _require(isinstance(weight, int | float) and not isinstance(weight, bool) and math.isfinite(weight)
+                     and weight >= 0, name, "a finite number >= 0")
         if self.x0 not in TRAIN_X0:
             raise unknown_name("x0", self.x0, TRAIN_X0)
         _require(is_integer_in(self.x0_window, 1, self.window - 1 if self.x0 == "encoder" else math.inf),
@@ -166,6 +180,73 @@ class TrainConfig(DictConfig):
             raise unknown_name("mode", self.mode, MODES)
         if self.init not in INITS:
             raise unknown_name("init", self.init, INITS)
+
+
+FINE_TUNE_LR_FACTOR = 0.1
+"""Default learning-rate factor of :func:`fine_tune`: a truncated model is near a good optimum, and the full rate
+of its training throws it out of that basin in the first epochs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuneResult:
+    """Outcome of :func:`fine_tune`.
+
+    Attributes:
+        fit: the fit of the fine-tuning (its ``best_epoch`` is 0 when no epoch validated better than the start).
+        start_val_rmse: validation RMSE of the model as given (epoch 0), physical units, mean over outputs.
+        config: the training options it ran with.
+    """
+
+    fit: FitResult
+    start_val_rmse: float
+    config: TrainConfig
+
+
+def fine_tune(model: Model, train: IOData | Sequence[IOData], config: TrainConfig, minutes: float, *,
+              lr_factor: float = FINE_TUNE_LR_FACTOR, val: Sequence[IOData] | None = None,
+              on_epoch: Callable[[EpochInfo], None] | None = None) -> FineTuneResult:
+    """Retrain a trained (e.g. truncated) model briefly from its own parameters, in place.
+
+    ``config`` (the options the model was trained with) is run with ``lr`` and ``ssm_lr`` times ``lr_factor``, a
+    budget of ``minutes``, ``init="random"`` (the model keeps its parameters) and no reducibility penalties; the
+    windows, schedule and validation are the config's. The model as given is validated first and is the
+    candidate of epoch 0 (as in ``fit``), so the model returned never validates worse than it started.
+
+    Args:
+        model: the model to fine-tune, trained on the same data (its normalisation is recomputed from it).
+        train: the training records; ``val``: validation records (default: the held-out tails, as in ``fit``).
+        config: the model's training options.
+        minutes: wall-clock budget, > 0.
+        lr_factor: factor on the learning rates, in (0, 1].
+        on_epoch: called after every epoch.
+
+    Returns:
+        FineTuneResult (the fit, the starting validation RMSE and the options used).
+
+    Raises:
+        ConfigError: bad ``minutes`` or ``lr_factor``, no validation data (``val_fraction`` 0 and no ``val``: the
+            start could not be kept), or ``x0="encoder"`` (the encoder would be trained afresh).
+        DataError: bad data (as ``fit``).
+    """
+    _require(isinstance(minutes, int | float) and math.isfinite(minutes) and minutes > 0, "fine-tuning minutes",
+             "a positive number")
+    _require(isinstance(lr_factor, int | float) and 0 < lr_factor <= 1, "lr_factor", "in (0, 1]")
+    if config.x0 != "zero":
+        raise ConfigError(f"fine-tuning supports x0='zero' training; the model was trained with x0={config.x0!r}")
+    if val is None and config.val_fraction == 0:
+        raise ConfigError("fine-tuning needs validation data (val_fraction > 0 or validation records): without it "
+                          "the truncated model could not be kept when fine-tuning makes it worse")
+    tuned = dataclasses.replace(config, lr=config.lr * lr_factor, max_minutes=float(minutes), init="random",
+                                ssm_lr=None if config.ssm_lr is None else config.ssm_lr * lr_factor,
+                                modal_l1=0.0, hankel_nuclear=0.0)
+    records = _as_records(train, "training")
+    _, val_parts = split_training(records, val, tuned)
+    model.eval()
+    start = validation_rmse(model, val_parts, tuned.mode)
+    result = fit(model, records, tuned, val=val, on_epoch=on_epoch, progress=False)
+    log.info("fine-tuning: validation RMSE %.6g at the start, %.6g after (best epoch %d of %d)", start,
+             result.best_val_rmse, result.best_epoch, result.epochs_run)
+    return FineTuneResult(result, start, tuned)
 
 
 def available_device(name: str) -> torch.device:
@@ -358,6 +439,9 @@ def fit(
                 f"record {rec.name!r} has n_u={rec.n_u}, n_y={rec.n_y}; the model expects "
                 f"n_u={model.config.n_u}, n_y={model.config.n_y}"
             )
+    if (config.modal_l1 or config.hankel_nuclear) and not _lti_layers(model):
+        raise ConfigError(f"a model of kind {model.kind!r} without LTI layers cannot be trained with modal_l1 or "
+                          "hankel_nuclear (they penalise the modes of LTI layers); set them to 0")
     train_parts, val_parts = split_training(records, val, config)
     _check_records_dt([v.data for v in val_parts], records[0])
     model.with_dt(records[0].dt)
@@ -564,16 +648,42 @@ def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Te
         err = (y_hat - y)[:, config.washout :] / scale  # (b, t, n_y)
     weighted = err.pow(2) if config.loss_decay == 1 else err.pow(2) * loss_weights(err.shape[1], config.loss_decay,
                                                                                   err)[:, None]
+    penalty = reducibility_penalty(model, config)
+    extra = 0.0 if penalty is None else penalty.to(err.dtype)  # every rank adds it whole: DDP averages the ranks
     if share is None:
         loss = weighted.mean()
-        loss.backward()
+        (loss + extra).backward()
     else:
         part = weighted.sum() * share.weight
-        (part * share.world.size).backward()
+        (part * share.world.size + extra).backward()
     if config.grad_clip is not None:
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
     return float(loss.detach()) if share is None else share.world.sum(part)
+
+
+def _lti_layers(model: nn.Module) -> list[LTILayer]:
+    """The LTI layers of a model, in module order."""
+    return [module for module in model.modules() if isinstance(module, LTILayer)]
+
+
+def reducibility_penalty(model: nn.Module, config: TrainConfig) -> Tensor | None:
+    """``modal_l1 * sum of the modes' H-infinity weights + hankel_nuclear * sum of the Hankel singular values``
+    over every LTI layer of ``model`` (each in modal form), or None when both weights are 0.
+
+    Returns:
+        () float64 tensor, differentiable in the layers' parameters.
+    """
+    if not (config.modal_l1 or config.hankel_nuclear):
+        return None
+    total = torch.zeros((), dtype=torch.float64)
+    for layer in _lti_layers(model):
+        system = layer.discretize().modal()[0]
+        if config.modal_l1:
+            total = total + config.modal_l1 * system.mode_weights().sum().to(torch.float64)
+        if config.hankel_nuclear:
+            total = total + config.hankel_nuclear * system.hankel_singular_values().sum()
+    return total
 
 
 def _identity(model: Model, config: TrainConfig) -> str:

@@ -154,7 +154,7 @@ class _Modal:
         self.C = system.C.detach().to(torch.complex128).cpu()
         self.D = system.D.detach().to(torch.float64).cpu()
         self.readout = system.readout
-        weight = self.C.abs().norm(dim=0) * self.B.abs().norm(dim=1) / (1 - self.lam.abs())  # (n,)
+        weight = DiagonalSSM(self.lam, self.B, self.C, self.D, self.readout).mode_weights()  # (n,)
         self.rank = torch.argsort(weight, descending=True, stable=True)
         self.tails = torch.flip(torch.cumsum(torch.flip(weight[self.rank], [0]), 0), [0])  # tails[m] = sum w[m:]
 
