@@ -35,6 +35,7 @@ from deepwiener import config as config_mod
 from deepwiener import demo as demo_mod
 from deepwiener import distributed as distributed_mod
 from deepwiener import report as report_mod
+from deepwiener import training as training_mod
 from deepwiener.data import Benchmark, IOData
 from deepwiener.data.iodata import check_dt
 from deepwiener.data.readers import as_vector, load_variables
@@ -54,7 +55,7 @@ from deepwiener.runs import (
     train_replica,
     train_run,
 )
-from deepwiener.training import EpochInfo, FitResult, TrainConfig
+from deepwiener.training import FINE_TUNE_LR_FACTOR, EpochInfo, FitResult, TrainConfig
 
 logger = logging.getLogger(__name__)
 PROGRESS_LINE_SECONDS = 5.0
@@ -393,7 +394,8 @@ def inspect(
 
 
 @app.command(epilog="Examples: deepwiener reduce runs/sb-lru --tol 1e-3 --out runs/sb-lru-reduced  |  "
-                    "deepwiener reduce runs/sb-lru --order 8 --method modal --out runs/sb-lru-8")
+                    "deepwiener reduce runs/sb-lru --order 8 --method modal --out runs/sb-lru-8  |  "
+                    "deepwiener reduce runs/sb-lru --order 8 --fine-tune 5 --out runs/sb-lru-8-ft")
 def reduce(
     ctx: typer.Context,
     target: Annotated[Path, typer.Argument(help="Complete run directory (lru or s5 layers).", show_default=False)],
@@ -402,23 +404,44 @@ def reduce(
                                                    "units); every block keeps the modes the worst one needs.")] = None,
     order: Annotated[int | None, typer.Option(help="Complex modes kept in every block.")] = None,
     method: Annotated[str, typer.Option(help=f"Truncation: {' or '.join(analysis.METHODS)}.")] = "balanced",
+    fine_tune: Annotated[float | None, typer.Option(
+        "--fine-tune", help="Then retrain the reduced model for this many minutes on the run's training data, with "
+        "its training options (learning rates times --lr-factor) and validation; the truncated model is epoch 0 and "
+        "is kept unless an epoch validates better.", show_default=False)] = None,
+    lr_factor: Annotated[float, typer.Option("--lr-factor", help="Learning-rate factor of --fine-tune.")] = \
+        FINE_TUNE_LR_FACTOR,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a complete run.")] = False,
 ) -> None:
-    """Reduce the order of every block's LTI layer; write a new run, re-evaluated on the run's test sets."""
+    """Reduce the order of every block's LTI layer (and fine-tune it with --fine-tune); write a new run,
+    re-evaluated on the run's test sets."""
     source = RunDir.open(target)
     if out.resolve() == source.path.resolve():
         raise ConfigError(f"--out {out} is the run being reduced; choose another folder")
     model = report_mod.require_capability(load(source.model_path), "reduce", source.model_path)
     config = source.config()
     data = config.data.load()
+    if fine_tune is not None:
+        training_mod.check_fine_tune(config.train, fine_tune, lr_factor, validation_records=bool(data.val))
+    elif lr_factor != FINE_TUNE_LR_FACTOR:
+        raise ConfigError("--lr-factor is the learning-rate factor of --fine-tune; give --fine-tune MINUTES too")
     result = analysis.reduce(model, order=order, tol=tol, method=method)
-    before, after = evaluate_all(model, data), evaluate_all(result.model, data)
-    summary = report_mod.reduction_summary(result, before, after, source=source.path, order=order, tol=tol)
-    history = source.read_history()
+    before = evaluate_all(model, data)
     modes = {"d_state": result.model.config.d_state}
     reduced = dataclasses.replace(config, model=MappingProxyType({**config.model, **modes}))
     with RunDir.create(out, config=reduced, kind="reduce", force=force) as run:
         ctx.ensure_object(Session).log_path = run.log_path
+        after = evaluate_all(result.model, data)
+        summary = report_mod.reduction_summary(result, before, after, source=source.path, order=order, tol=tol)
+        history = source.read_history()
+        if fine_tune is not None:
+            with _progress(dataclasses.replace(config.train, max_minutes=fine_tune)) as on_epoch:
+                tuning = training_mod.fine_tune(result.model, data.train, config.train, fine_tune,
+                                                lr_factor=lr_factor, val=list(data.val) or None, on_epoch=on_epoch)
+            tuned = evaluate_all(result.model, data)
+            summary = {**report_mod.reduction_summary(result, before, tuned, source=source.path, order=order,
+                                                      tol=tol),
+                       "fine_tune": report_mod.fine_tune_summary(tuning, fine_tune, after)}
+            after, history = tuned, tuning.fit.history
         save(result.model, run.model_path, extra={**describe(data), "reduced_from": str(source.path)})
         run.write_history(history)
         run.write_json("metrics.json", after)
@@ -427,6 +450,11 @@ def reduce(
                                     for name, test in data.tests.items()}, data.init_window)
     blocks, tests = report_mod.reduction_rows(summary)
     stdout.print(_table(f"{method} truncation of {target}", report_mod.REDUCTION_BLOCKS_HEADER, blocks))
+    if fine_tune is not None:
+        info = summary["fine_tune"]
+        kept = "the truncated model kept" if info["best_epoch"] == 0 else f"best epoch {info['best_epoch']}"
+        stdout.print(f"fine-tuned {info['epochs']} epochs: validation RMSE {info['val_rmse_start']:.6g} -> "
+                     f"{info['val_rmse_after']:.6g} ({kept})", markup=False)
     stdout.print(_table(f"{data.name}: test metrics before and after", report_mod.REDUCTION_TESTS_HEADER, tests,
                         left=("test", "unit")))
     stdout.print(f"reduced run written to {out}")

@@ -40,6 +40,7 @@ from deepwiener.evaluation import Metrics
 from deepwiener.io import load, versions
 from deepwiener.models import FILE_KINDS, Model
 from deepwiener.runs import RunDir
+from deepwiener.training import FineTuneResult
 
 SECTIONS: dict[str, str] = {
     "metrics": "Metrics per test set",
@@ -199,6 +200,24 @@ def reduction_summary(result: ReductionResult, before: Mapping[str, Metrics], af
         summary[f"{key}_after"] = {name: m[key] for name, m in after.items()}
     summary["unit"] = next(iter(before.values()))["unit"] if before else ""
     return summary
+
+
+def fine_tune_summary(result: FineTuneResult, minutes: float, truncated: Mapping[str, Metrics]) -> dict[str, Any]:
+    """The ``fine_tune`` entry of a reduced run's ``reduction.json``.
+
+    Args:
+        result: the fine-tuning (``training.fine_tune``).
+        minutes: its budget.
+        truncated: metrics of the truncated model (before fine-tuning) per test set.
+
+    Returns:
+        The budget, the learning rates, epochs run, the best epoch (0: the truncated model was kept), the
+        validation RMSE at the start and after, why it stopped, and ``rmse_truncated`` ``{test: value}``.
+    """
+    return {"minutes": minutes, "lr": result.config.lr, "ssm_lr": result.config.ssm_lr,
+            "epochs": result.fit.epochs_run, "best_epoch": result.fit.best_epoch, "seconds": result.fit.seconds,
+            "val_rmse_start": result.start_val_rmse, "val_rmse_after": result.fit.best_val_rmse,
+            "stopped": result.fit.stopped, "rmse_truncated": {name: m["rmse"] for name, m in truncated.items()}}
 
 
 def reduction_rows(summary: Mapping[str, Any]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:

@@ -202,6 +202,24 @@ class FineTuneResult:
     config: TrainConfig
 
 
+def check_fine_tune(config: TrainConfig, minutes: float, lr_factor: float, *, validation_records: bool) -> None:
+    """Check the arguments of :func:`fine_tune` (before a command does any work); ``validation_records``: whether
+    validation records are given.
+
+    Raises:
+        ConfigError: bad ``minutes`` or ``lr_factor``, no validation data (``val_fraction`` 0 and no records: the
+            start could not be kept), or ``x0="encoder"`` (the encoder would be trained afresh).
+    """
+    _require(isinstance(minutes, int | float) and math.isfinite(minutes) and minutes > 0, "fine-tuning minutes",
+             "a positive number")
+    _require(isinstance(lr_factor, int | float) and 0 < lr_factor <= 1, "lr_factor", "in (0, 1]")
+    if config.x0 != "zero":
+        raise ConfigError(f"fine-tuning supports x0='zero' training; the model was trained with x0={config.x0!r}")
+    if not validation_records and config.val_fraction == 0:
+        raise ConfigError("fine-tuning needs validation data (val_fraction > 0 or validation records): without it "
+                          "the truncated model could not be kept when fine-tuning makes it worse")
+
+
 def fine_tune(model: Model, train: IOData | Sequence[IOData], config: TrainConfig, minutes: float, *,
               lr_factor: float = FINE_TUNE_LR_FACTOR, val: Sequence[IOData] | None = None,
               on_epoch: Callable[[EpochInfo], None] | None = None) -> FineTuneResult:
@@ -224,18 +242,10 @@ def fine_tune(model: Model, train: IOData | Sequence[IOData], config: TrainConfi
         FineTuneResult (the fit, the starting validation RMSE and the options used).
 
     Raises:
-        ConfigError: bad ``minutes`` or ``lr_factor``, no validation data (``val_fraction`` 0 and no ``val``: the
-            start could not be kept), or ``x0="encoder"`` (the encoder would be trained afresh).
+        ConfigError: what :func:`check_fine_tune` refuses.
         DataError: bad data (as ``fit``).
     """
-    _require(isinstance(minutes, int | float) and math.isfinite(minutes) and minutes > 0, "fine-tuning minutes",
-             "a positive number")
-    _require(isinstance(lr_factor, int | float) and 0 < lr_factor <= 1, "lr_factor", "in (0, 1]")
-    if config.x0 != "zero":
-        raise ConfigError(f"fine-tuning supports x0='zero' training; the model was trained with x0={config.x0!r}")
-    if val is None and config.val_fraction == 0:
-        raise ConfigError("fine-tuning needs validation data (val_fraction > 0 or validation records): without it "
-                          "the truncated model could not be kept when fine-tuning makes it worse")
+    check_fine_tune(config, minutes, lr_factor, validation_records=val is not None)
     tuned = dataclasses.replace(config, lr=config.lr * lr_factor, max_minutes=float(minutes), init="random",
                                 ssm_lr=None if config.ssm_lr is None else config.ssm_lr * lr_factor,
                                 modal_l1=0.0, hankel_nuclear=0.0)
