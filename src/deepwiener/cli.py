@@ -430,18 +430,16 @@ def reduce(
     reduced = dataclasses.replace(config, model=MappingProxyType({**config.model, **modes}))
     with RunDir.create(out, config=reduced, kind="reduce", force=force) as run:
         ctx.ensure_object(Session).log_path = run.log_path
-        after = evaluate_all(result.model, data)
-        summary = report_mod.reduction_summary(result, before, after, source=source.path, order=order, tol=tol)
-        history = source.read_history()
+        truncated = evaluate_all(result.model, data)
+        after, history, tuning = truncated, source.read_history(), None
         if fine_tune is not None:
             with _progress(dataclasses.replace(config.train, max_minutes=fine_tune)) as on_epoch:
                 tuning = training_mod.fine_tune(result.model, data.train, config.train, fine_tune,
                                                 lr_factor=lr_factor, val=list(data.val) or None, on_epoch=on_epoch)
-            tuned = evaluate_all(result.model, data)
-            summary = {**report_mod.reduction_summary(result, before, tuned, source=source.path, order=order,
-                                                      tol=tol),
-                       "fine_tune": report_mod.fine_tune_summary(tuning, fine_tune, after)}
-            after, history = tuned, tuning.fit.history
+            after, history = evaluate_all(result.model, data), tuning.fit.history
+        summary = report_mod.reduction_summary(result, before, after, source=source.path, order=order, tol=tol)
+        if tuning is not None:
+            summary["fine_tune"] = report_mod.fine_tune_summary(tuning, fine_tune, truncated)
         save(result.model, run.model_path, extra={**describe(data), "reduced_from": str(source.path)})
         run.write_history(history)
         run.write_json("metrics.json", after)
