@@ -36,12 +36,17 @@ dtype = "float64"
 """A global batch of 5 windows: shares of 3 and 2, and a last batch whose second share is empty."""
 
 
+PENALTIES = "modal_l1 = 1e-3\nhankel_nuclear = 1e-2\n"
+"""The reducibility penalties (appended to the [train] table): every rank adds them whole to its part of the loss."""
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch has no torch.distributed")
-def test_torchrun_on_two_processes_trains_the_model_of_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("penalties", ["", PENALTIES], ids=["plain", "penalties"])
+def test_torchrun_on_two_processes_trains_the_model_of_one(tmp_path: Path, penalties: str) -> None:
     rng = np.random.default_rng(0)
     u = rng.normal(size=1400)
     data = write_csv(tmp_path / "train.csv", {"V1": u, "V2": np.convolve(np.tanh(u), [0.5, 0.3, 0.1])[:1400]})
-    (tmp_path / "config.toml").write_text(CONFIG)
+    (tmp_path / "config.toml").write_text(CONFIG + penalties)
     args = ["train", "--csv", data, "--u", "V1", "--y", "V2", "--dt", 0.01, "--config", tmp_path / "config.toml"]
     assert run_cli([*args, "--out", tmp_path / "one"]).code == 0
     script = shutil.which("deepwiener") or str(Path(sys.executable).with_name("deepwiener"))
