@@ -30,7 +30,9 @@ as the issue asks: real states of all blocks (2 per complex mode, padding includ
 
 Selection rule (written before any run): among the candidates with at most a quarter of the headline's states,
 the one with the lowest validation RMSE (the training records' held-out tails, as in training) is saved as
-``results/<headline>-reduced/best.dw``. Test records choose nothing; they are scored for the table.
+``results/<headline>-reduced/best.dw``. Test records choose nothing; they are scored for the table. A later run
+of the study (another ``--tag``, e.g. more members) replaces that file only if its choice validates lower;
+``selection.json`` beside it records which run's candidate it is.
 
 Writes ``results/reduction_study/results.json`` (every candidate: variant, K, states, validation RMSE, test
 metrics, fine-tuning epochs and seconds) and ``results.md`` (the table).
@@ -139,7 +141,7 @@ def study(benchmark: str, args: argparse.Namespace) -> dict[str, Any]:
             rows.append({"variant": variant, "K": K, **score(combine(truncated), data, val_parts, cfg.train.mode)})
             print(f"[{benchmark}] {variant} K={K}: {rows[-1]}", flush=True)
             rows[-1]["model"] = combine(truncated)
-            if K not in args.ft_orders or args.ft_minutes <= 0:
+            if K not in args.ft_orders or variant not in args.ft_variants or args.ft_minutes <= 0:
                 continue
             tuned, info = [], []
             for m in (copy.deepcopy(t) for t in truncated):
@@ -157,7 +159,14 @@ def study(benchmark: str, args: argparse.Namespace) -> dict[str, Any]:
     chosen = min(eligible, key=lambda row: row["val_rmse"])
     out = args.out / f"{folder}-reduced"
     out.mkdir(parents=True, exist_ok=True)
-    save(chosen["model"], out / "best.dw", extra={**describe(data), "reduced_from": f"benchmarks/results/{folder}"})
+    selection = {"study": args.tag, "variant": chosen["variant"], "K": chosen["K"], "members": len(members),
+                 "val_rmse": chosen["val_rmse"], "states": chosen["states"], "tests": chosen["tests"]}
+    previous = json.loads((out / "selection.json").read_text()) if (out / "selection.json").exists() else None
+    if previous is None or previous["study"] == args.tag or chosen["val_rmse"] < previous["val_rmse"]:
+        save(chosen["model"], out / "best.dw", extra={**describe(data), "reduced_from": f"benchmarks/results/{folder}"})
+        (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+    else:
+        print(f"[{benchmark}] kept {out / 'best.dw'}: it validates lower ({previous['val_rmse']:.6g})", flush=True)
     for row in rows:
         row.pop("model", None)
     print(f"[{benchmark}] chosen: {chosen['variant']} K={chosen['K']} -> {out / 'best.dw'}", flush=True)
@@ -196,12 +205,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="Use the first N members of a headline (default: all).")
     parser.add_argument("--orders", type=int, nargs="+", default=[4, 8, 12, 16, 24])
     parser.add_argument("--ft-orders", type=int, nargs="+", default=[8])
+    parser.add_argument("--ft-variants", nargs="+", default=["plain", "reg"], choices=["plain", "reg"],
+                        help="The variants whose order-K truncations are fine-tuned.")
     parser.add_argument("--ft-minutes", type=float, default=4.0)
     parser.add_argument("--reg-minutes", type=float, default=5.0)
     parser.add_argument("--reg-lr-factor", type=float, default=0.3)
     parser.add_argument("--reg-ratio", type=float, default=1000.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--tag", default="reduction_study", help="Folder of the results under --out.")
     args = parser.parse_args(argv)
     args.members = {name: int(n) for name, n in (item.split("=") for item in args.members)}
     torch.set_num_threads(args.threads)
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"command": " ".join(["benchmarks/reduction_study.py", *sys.argv[1:]]),
                               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                               "machine": machine(), "commit": git_commit(), "benchmarks": []}
-    folder = args.out / "reduction_study"
+    folder = args.out / args.tag
     folder.mkdir(parents=True, exist_ok=True)
     for benchmark in args.benchmarks:
         result["benchmarks"].append(study(benchmark, args))
