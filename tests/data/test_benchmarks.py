@@ -38,6 +38,7 @@ def test_registry_entries_are_complete() -> None:
     ("emps", 20, "mm", 1000.0),
     ("coupled_electric_drives", 10, "", 1.0),
     ("f16", 50, "", 1.0),
+    ("bouc_wen", 50, "m", 1.0),
 ])
 def test_registry_protocol_values(name: str, init_window: int, unit: str, scale: float) -> None:
     spec = BENCHMARKS[name]
@@ -151,6 +152,37 @@ def test_f16_split(loaded: Callable[[str], Benchmark], data_dir: Path) -> None:
     np.testing.assert_array_equal(column(bench.tests["fullmsine_level4"], "u"), raw["Force"][0])
     np.testing.assert_array_equal(column(bench.tests["fullmsine_level4"], "y"), raw["Acceleration"][0])
     assert bench.train[0].dt == 1 / 400
+
+
+def test_bouc_wen_split(loaded: Callable[[str], Benchmark], data_dir: Path) -> None:
+    bench = loaded("bouc_wen")
+    folder = data_dir / "bouc_wen"
+    # the two official test records, read from the official files
+    assert {k: len(v) for k, v in bench.tests.items()} == {"multisine": 8192, "sinesweep": 153000}
+    for kind in ("multisine", "sinesweep"):
+        u = scipy.io.loadmat(folder / f"uval_{kind}.mat")[f"uval_{kind}"][0]
+        y = scipy.io.loadmat(folder / f"yval_{kind}.mat")[f"yval_{kind}"][0]
+        np.testing.assert_array_equal(column(bench.tests[kind], "u"), u)
+        np.testing.assert_array_equal(column(bench.tests[kind], "y"), y)
+        assert "third-party" not in bench.tests[kind].name
+    # one training record: the third-party generated set, labelled so
+    (train,) = bench.train
+    raw = np.load(folder / "generated_training_dynonet" / "bouc_wen_train_generated.npz")
+    assert len(train) == 40960 and "third-party" in train.name and "not official" in train.name
+    np.testing.assert_array_equal(column(train, "y"), raw["y"])
+    assert train.u.shape == (40960, 1) and train.y.shape == (40960, 1)
+    # no official init window: 50, in metres, fs 750 Hz
+    assert bench.init_window == 50 and (bench.unit, bench.scale) == ("m", 1.0)
+    assert all(d.dt == 1 / 750 and d.y_unit == "m" for d in (train, *bench.tests.values()))
+    # the training multisine is another realisation than the test multisine (no test data in training)
+    assert not np.allclose(column(train, "u")[:8192], column(bench.tests["multisine"], "u"))
+
+
+def test_bouc_wen_without_the_third_party_training_set(data_dir: Path, tmp_path: Path) -> None:
+    copy_benchmark(data_dir, tmp_path, "bouc_wen", "uval_multisine.mat", "yval_multisine.mat", "uval_sinesweep.mat",
+                   "yval_sinesweep.mat")
+    with pytest.raises(DataError, match="bouc_wen_train_generated.npz is missing.*cannot be downloaded"):
+        load_benchmark("bouc_wen", tmp_path)
 
 
 # --- checksums, missing data, data directory ----------------------------------------------------------------
