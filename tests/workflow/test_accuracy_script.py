@@ -144,3 +144,32 @@ def test_seeds_are_the_queued_trials_of_a_study_that_resumes(tmp_path: Path, mon
     assert all(r["pid"] == os.getpid() for r in runs)
     args.seeds = [0, 3]  # the same study: seed 0 is done, seed 3 is new
     assert [r["seed"] for r in script.train_seeds(args, config)] == [0, 3] and sorted(trained) == [0, 1, 2, 3]
+
+
+def _minimal_result(benchmark: str, unit: str) -> dict:
+    metrics = {"multisine": {"rmse": 2.0e-5, "fit": 90.0}, "sinesweep": {"rmse": 3.0e-5, "fit": 80.0}}
+    run = {"seed": 0, "config": {"model": {"kind": "lfr"}}, "metrics": metrics, "n_parameters": 10,
+           "wall_seconds": 60.0, "best_val_rmse": 1.0e-5}
+    return {"name": benchmark, "benchmark": benchmark, "unit": unit, "val_unit": unit, "runs": [run],
+            "machine": {"processor": "x86_64", "torch_threads": 1}, "commit": "abc", "summary": {},
+            "headline": {"model": "seed 0", "val_rmse": 1.0e-5}, "best_seed": 0,
+            "linear": {"model": "N4SID order 2", "metrics": metrics}}
+
+
+def test_bouc_wen_tables_add_the_literature_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _script()
+    monkeypatch.setitem(script.REFERENCES, "bouc_wen", {"sinesweep": {"someone": 1.5e-5}})
+    text = script.markdown(_minimal_result("bouc_wen", "m"))
+    header = next(line for line in text.splitlines() if line.startswith("| model | seed"))
+    assert "multisine RMSE [m]" in header and "sinesweep RMSE [1e-5 m]" in header
+    seed_row = next(line for line in text.splitlines() if line.startswith("| deepwiener lfr | 0"))
+    assert "| 2e-05 | 3e-05 | 2 | 3 |" in seed_row  # metres, then 1e-5 m
+    reference_row = next(line for line in text.splitlines() if line.startswith("| someone"))
+    assert "| 1.5e-05 | " in reference_row and "| 1.5 |" in reference_row
+
+
+def test_tables_of_a_benchmark_without_a_unit_or_a_second_unit() -> None:
+    script = _script()
+    text = script.markdown(_minimal_result("coupled_electric_drives", ""))
+    header = next(line for line in text.splitlines() if line.startswith("| model | seed"))
+    assert "| multisine RMSE | sinesweep RMSE | FIT" in header and "[" not in header.split("FIT")[0]
