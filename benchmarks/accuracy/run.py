@@ -284,7 +284,8 @@ def markdown(result: dict[str, Any]) -> str:
     head = result["headline"]
     lines += ["", f"Best seed by validation RMSE: {result['best_seed']}."]
     if ens:
-        lines.append(f"Validation RMSE [{result['val_unit']}]: best seed {min(r['best_val_rmse'] for r in runs):.5g}, "
+        in_unit = f" [{result['val_unit']}]" if result["val_unit"] else ""
+        lines.append(f"Validation RMSE{in_unit}: best seed {min(r['best_val_rmse'] for r in runs):.5g}, "
                      f"ensemble {ens['val_rmse']:.5g}.")
     among = "" if head.get("ensemble_candidate", True) else ", among the seeds (--no-ensemble)"
     lines += [f"Headline (lowest validation RMSE{among}, saved as best.dw): {head['model']}."]
