@@ -13,7 +13,7 @@ import deepwiener as dw
 from deepwiener.io import read_info
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-HEADLINES = ("silverbox", "wiener_hammerstein", "cascaded_tanks", "emps")
+HEADLINES = ("silverbox", "wiener_hammerstein", "cascaded_tanks", "emps", "coupled_electric_drives", "f16", "bouc_wen")
 """The result folders of the headline models of README's results table."""
 
 
