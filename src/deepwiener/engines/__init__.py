@@ -5,9 +5,11 @@
     scan    parallel associative scan in modal coordinates        all (DPLR via its eigendecomposition)
     fft     convolution with the exact impulse response           all LTI
     compiled  fused CPU kernel with analytic backward (numba)     all, CPU only, when numba is installed
+    fused   a deep Wiener model's whole stack in one kernel       as compiled; for one system it *is* compiled
+            (``fused``, used by ``models.deepwiener``)
     auto    a fixed rule table (no timing at run time, so the choice is deterministic):
             diagonal on CPU -> compiled if available (else scan, said once in the log); diagonal on GPU -> scan;
-            DPLR -> fft.
+            DPLR -> fft. (A deep Wiener model on the CPU takes the fused stack first where it applies.)
 
 Engines never import layers or models: they simulate the value objects of ``systems``. The numba kernels share
 ``numba_runtime`` (building, availability, the policy when numba is missing, launching on threads).
@@ -28,8 +30,8 @@ from deepwiener.engines.scan import diagonal_recurrence_scan
 from deepwiener.errors import unknown_name
 from deepwiener.systems import DiagonalSSM, LinearSystem
 
-Mode = Literal["auto", "loop", "scan", "fft", "compiled"]
-MODES: tuple[str, ...] = ("auto", "loop", "scan", "fft", "compiled")
+Mode = Literal["auto", "loop", "scan", "fft", "compiled", "fused"]
+MODES: tuple[str, ...] = ("auto", "loop", "scan", "fft", "compiled", "fused")
 
 Recurrence = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -38,7 +40,8 @@ def resolve_mode(system: LinearSystem, device_type: str, mode: str) -> str:
     """The concrete engine that ``mode`` means for this system on this device (module docstring).
 
     Raises:
-        ConfigError: an unknown mode; ``numba_runtime.CompiledUnavailableError`` for "compiled" where it cannot run.
+        ConfigError: an unknown mode; ``numba_runtime.CompiledUnavailableError`` for "compiled" or "fused" where it
+            cannot run. "fused" gives "compiled" (one system's fused kernel).
     """
     if mode not in MODES:
         raise unknown_name("mode", mode, MODES)

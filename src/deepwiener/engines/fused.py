@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from deepwiener.engines import numba_runtime
 from deepwiener.engines.numba_runtime import Kernels, prange
 
-__all__ = ["KERNELS", "MAP_KINDS", "SKIP_KINDS", "StackParams", "available", "stack"]
+__all__ = ["KERNELS", "MAP_KINDS", "SKIP_KINDS", "StackParams", "available", "resolve", "stack"]
 
 MAP_KINDS: dict[str, int] = {"identity": 0, "relu": 1, "tanh": 2, "elu": 3, "gelu": 4, "gelu_tanh": 5, "poly": 6,
                              "linear_tanh": 7, "glu": 8, "mlp": 9}
@@ -53,7 +54,11 @@ SKIP_KINDS: dict[str, int] = {"none": 0, "identity": 1, "linear": 2}
 """The skip paths: F = 0, F = I, a learned F."""
 
 _PARALLEL_MIN_WORK = 1 << 16
-"""Stacks with fewer ``N * (d + 2n)`` elements per layer run on one thread (a parallel launch costs more)."""
+"""Stacks with fewer ``N * (d + 2n)`` elements per layer run as one chunk on one thread (a launch costs more)."""
+
+_SUM_BLOCK = 1024
+"""Terms per partial sum of a gradient's sum over columns (summed in the data's dtype, the partial sums in
+float64)."""
 
 _SQRT_HALF = 1 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1 / math.sqrt(2.0 * math.pi)
@@ -62,15 +67,16 @@ _GELU_TANH_K = 0.044715
 
 
 # --------------------------------------------------------------------------------------------------
-# Building blocks (plain Python here, compiled into the kernels). Arrays are C-contiguous.
+# Building blocks (plain Python here, compiled into the kernels; sequential: the kernels run one batch chunk
+# per thread). Arrays are C-contiguous.
 # --------------------------------------------------------------------------------------------------
 
 
 def _mm(W, X, out, accumulate):  # pragma: no cover - runs compiled
-    """out (m, N) (+)= W (m, p) @ X (p, N); parallel over output rows."""
+    """out (m, N) (+)= W (m, p) @ X (p, N)."""
     m, p = W.shape
     N = X.shape[1]
-    for r in prange(m):
+    for r in range(m):
         if not accumulate:
             for t in range(N):
                 out[r, t] = 0.0
@@ -81,10 +87,10 @@ def _mm(W, X, out, accumulate):  # pragma: no cover - runs compiled
 
 
 def _mm_t(W, G, out, accumulate):  # pragma: no cover - runs compiled
-    """out (p, N) (+)= W^T @ G, W (m, p), G (m, N); parallel over output rows."""
+    """out (p, N) (+)= W^T @ G, W (m, p), G (m, N)."""
     m, p = W.shape
     N = G.shape[1]
-    for j in prange(p):
+    for j in range(p):
         if not accumulate:
             for t in range(N):
                 out[j, t] = 0.0
@@ -94,29 +100,48 @@ def _mm_t(W, G, out, accumulate):  # pragma: no cover - runs compiled
                 out[j, t] += w * G[r, t]
 
 
+def _dot(a, b):  # pragma: no cover - runs compiled (reassociated: vector lanes)
+    """sum_t a[t] * b[t] for two 1-D arrays of one length > 0, in their dtype."""
+    s = a[0] * b[0]
+    for t in range(1, a.shape[0]):
+        s += a[t] * b[t]
+    return s
+
+
+def _total(a):  # pragma: no cover - runs compiled (reassociated: vector lanes)
+    """sum_t a[t] for a 1-D array of length > 0, in its dtype."""
+    s = a[0]
+    for t in range(1, a.shape[0]):
+        s += a[t]
+    return s
+
+
 def _outer(G, X, gW, g_off, x_off, count):  # pragma: no cover - runs compiled
-    """gW (m, p) += sum_t G[:, g_off + t] X[:, x_off + t]^T over t < count, summed in float64."""
+    """gW (m, p) += sum_t G[:, g_off + t] X[:, x_off + t]^T over t < count: float64 sums of blocks of
+    ``_SUM_BLOCK`` terms summed in the arrays' dtype."""
     m, p = gW.shape
-    for r in prange(m):
+    for r in range(m):
         for j in range(p):
             s = 0.0
-            for t in range(count):
-                s += G[r, g_off + t] * X[j, x_off + t]
+            for t0 in range(0, count, _SUM_BLOCK):
+                c = min(_SUM_BLOCK, count - t0)
+                s += _dot(G[r, g_off + t0 : g_off + t0 + c], X[j, x_off + t0 : x_off + t0 + c])
             gW[r, j] += s
 
 
 def _row_sums(G, out):  # pragma: no cover - runs compiled
-    """out (m,) += sum over columns of G (m, N), in float64."""
-    for r in prange(G.shape[0]):
+    """out (m,) += sum over the columns of G (m, N), blocked like :func:`_outer`."""
+    N = G.shape[1]
+    for r in range(G.shape[0]):
         s = 0.0
-        for t in range(G.shape[1]):
-            s += G[r, t]
+        for t0 in range(0, N, _SUM_BLOCK):
+            s += _total(G[r, t0 : min(t0 + _SUM_BLOCK, N)])
         out[r] += s
 
 
 def _add_bias(out, bias):  # pragma: no cover - runs compiled
     """out (m, N) += bias (m,) per row."""
-    for r in prange(out.shape[0]):
+    for r in range(out.shape[0]):
         c = bias[r]
         for t in range(out.shape[1]):
             out[r, t] += c
@@ -130,200 +155,174 @@ def _gelu_slope(z):  # pragma: no cover - runs compiled
     return 0.5 * (1.0 + math.erf(z * _SQRT_HALF)) + z * math.exp(-0.5 * z * z) * _INV_SQRT_2PI
 
 
-def _channel_map(kind, Z, P, out):  # pragma: no cover - runs compiled
-    """out = sigma(Z) for a per-channel map; Z (d, N) already holds z = eta + bias; P (3, d): bias, p1, p2."""
+def _channel_map(kind, Z, P, out, Q, need):  # pragma: no cover - runs compiled
+    """out = sigma(Z) for a per-channel map; Z (d, N) holds z = eta + bias, P (3, d): bias, p1, p2. With ``need``,
+    Q (2, d, N) gets sigma'(z) and d sigma / d p1 (what the adjoint needs, so that it calls no transcendental)."""
     d, N = Z.shape
-    for o in prange(d):
+    for o in range(d):
         p1, p2 = P[1, o], P[2, o]
         if kind == 0:
             for t in range(N):
                 out[o, t] = Z[o, t]
+                if need:
+                    Q[0, o, t] = 1.0
         elif kind == 1:
             for t in range(N):
-                out[o, t] = max(Z[o, t], 0.0)
-        elif kind == 2:
-            for t in range(N):
-                out[o, t] = math.tanh(Z[o, t])
-        elif kind == 3:
-            for t in range(N):
                 z = Z[o, t]
-                out[o, t] = z if z > 0 else p1 * math.expm1(z)
-        elif kind == 4:
-            for t in range(N):
-                out[o, t] = _gelu(Z[o, t])
-        elif kind == 5:
-            for t in range(N):
-                z = Z[o, t]
-                out[o, t] = 0.5 * z * (1.0 + math.tanh(_GELU_TANH_C * (z + _GELU_TANH_K * z * z * z)))
-        elif kind == 6:
-            for t in range(N):
-                z = Z[o, t]
-                out[o, t] = z + p1 * z * z + p2 * z * z * z
-        else:
-            for t in range(N):
-                z = Z[o, t]
-                out[o, t] = z + p1 * math.tanh(z)
-
-
-def _channel_map_adjoint(kind, Z, P, G, GZ, gP):  # pragma: no cover - runs compiled
-    """GZ = sigma'(Z) * G; gP (3, d) += the sums of p1's and p2's gradients (the bias's is added by the caller)."""
-    d, N = Z.shape
-    for o in prange(d):
-        p1, p2 = P[1, o], P[2, o]
-        s1 = 0.0
-        s2 = 0.0
-        if kind == 0:
-            for t in range(N):
-                GZ[o, t] = G[o, t]
-        elif kind == 1:
-            for t in range(N):
-                GZ[o, t] = G[o, t] if Z[o, t] > 0 else 0.0
+                out[o, t] = z if z > 0 else 0.0
+                if need:
+                    Q[0, o, t] = 1.0 if z > 0 else 0.0
         elif kind == 2:
             for t in range(N):
                 th = math.tanh(Z[o, t])
-                GZ[o, t] = G[o, t] * (1.0 - th * th)
+                out[o, t] = th
+                if need:
+                    Q[0, o, t] = 1.0 - th * th
         elif kind == 3:
             for t in range(N):
                 z = Z[o, t]
-                if z > 0:
-                    GZ[o, t] = G[o, t]
-                else:
-                    GZ[o, t] = G[o, t] * p1 * math.exp(z)
-                    s1 += G[o, t] * math.expm1(z)
+                e = math.exp(min(z, 0.0))
+                out[o, t] = z if z > 0 else p1 * (e - 1.0)
+                if need:
+                    Q[0, o, t] = 1.0 if z > 0 else p1 * e
+                    Q[1, o, t] = 0.0 if z > 0 else e - 1.0
         elif kind == 4:
             for t in range(N):
-                GZ[o, t] = G[o, t] * _gelu_slope(Z[o, t])
+                z = Z[o, t]
+                out[o, t] = _gelu(z)
+                if need:
+                    Q[0, o, t] = _gelu_slope(z)
         elif kind == 5:
             for t in range(N):
                 z = Z[o, t]
                 th = math.tanh(_GELU_TANH_C * (z + _GELU_TANH_K * z * z * z))
-                slope = 0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _GELU_TANH_C * (1.0 + 3 * _GELU_TANH_K * z * z)
-                GZ[o, t] = G[o, t] * slope
+                out[o, t] = 0.5 * z * (1.0 + th)
+                if need:
+                    Q[0, o, t] = 0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _GELU_TANH_C * (
+                        1.0 + 3 * _GELU_TANH_K * z * z)
         elif kind == 6:
             for t in range(N):
                 z = Z[o, t]
-                GZ[o, t] = G[o, t] * (1.0 + 2.0 * p1 * z + 3.0 * p2 * z * z)
-                s1 += G[o, t] * z * z
-                s2 += G[o, t] * z * z * z
+                out[o, t] = z + p1 * z * z + p2 * z * z * z
+                if need:
+                    Q[0, o, t] = 1.0 + 2.0 * p1 * z + 3.0 * p2 * z * z
+                    Q[1, o, t] = z * z
         else:
             for t in range(N):
                 th = math.tanh(Z[o, t])
-                GZ[o, t] = G[o, t] * (1.0 + p1 * (1.0 - th * th))
-                s1 += G[o, t] * th
-        gP[1, o] += s1
-        gP[2, o] += s2
+                out[o, t] = Z[o, t] + p1 * th
+                if need:
+                    Q[0, o, t] = 1.0 + p1 * (1.0 - th * th)
+                    Q[1, o, t] = th
 
 
-def _recurrence(lr, li, S, x0, batch, threads):  # pragma: no cover - runs compiled
+def _channel_map_adjoint(kind, Z, Q, G, GZ, gP):  # pragma: no cover - runs compiled
+    """GZ = sigma'(z) * G from the forward's Q; gP (3, d) += the gradients of p1 and p2 (the bias's is added by
+    the caller)."""
+    d, N = Z.shape
+    for o in range(d):
+        for t in range(N):
+            GZ[o, t] = Q[0, o, t] * G[o, t]
+    if kind == 3 or kind == 6 or kind == 7:
+        for o in range(d):
+            s = 0.0
+            for t0 in range(0, N, _SUM_BLOCK):
+                t1 = min(t0 + _SUM_BLOCK, N)
+                s += _dot(G[o, t0:t1], Q[1, o, t0:t1])
+            gP[1, o] += s
+    if kind == 6:
+        for o in range(d):
+            s = 0.0
+            for t in range(N):
+                z = Z[o, t]
+                s += G[o, t] * z * z * z
+            gP[2, o] += s
+
+
+def _recurrence(lr, li, S, x0, batch):  # pragma: no cover - runs compiled
     """In place: S (2n, N) holds B v on entry and the states x[k+1] = lam x[k] + B v[k] on exit, x[0] = x0 (2n, B).
 
-    Parallel over blocks of states; inside, step k, state i, batch row b (contiguous, vectorised)."""
+    Loops: step k, state i, batch row b (contiguous 1-D views: vectorised)."""
     n = lr.shape[0]
-    steps = S.shape[1] // batch
-    chunks = min(threads, n)
-    for c in prange(chunks):
-        for k in range(steps):
-            t = k * batch
-            for i in range(c * n // chunks, (c + 1) * n // chunks):
-                a, w = lr[i], li[i]
-                if k == 0:
-                    for b in range(batch):
-                        pr, pi = x0[i, b], x0[n + i, b]
-                        S[i, b] += a * pr - w * pi
-                        S[n + i, b] += a * pi + w * pr
-                else:
-                    for b in range(batch):
-                        pr, pi = S[i, t - batch + b], S[n + i, t - batch + b]
-                        S[i, t + b] += a * pr - w * pi
-                        S[n + i, t + b] += a * pi + w * pr
+    for k in range(S.shape[1] // batch):
+        t = k * batch
+        prev, p0 = (S, t - batch) if k > 0 else (x0, 0)
+        for i in range(n):
+            a, w = lr[i], li[i]
+            pr, pi = prev[i, p0 : p0 + batch], prev[n + i, p0 : p0 + batch]
+            xr, xi = S[i, t : t + batch], S[n + i, t : t + batch]
+            for b in range(batch):
+                xr[b] += a * pr[b] - w * pi[b]
+                xi[b] += a * pi[b] + w * pr[b]
 
 
-def _recurrence_adjoint(lr, li, S, x0, MU, gxT, gx0, glam, nxt, batch, threads):  # pragma: no cover
+def _recurrence_adjoint(lr, li, S, x0, MU, gxT, gx0, glam, nxt, batch):  # pragma: no cover - runs compiled
     """In place: MU (2n, N) holds the readout's adjoint r on entry and mu[k] = dL/dx[k+1] on exit.
 
-    gxT (2n, B): gradient of the final state; writes gx0 (2n, B); glam (2, n) += (dL/dRe lam, dL/dIm lam)."""
+    gxT (2n, B): gradient of the final state; writes gx0 (2n, B); glam (2, n) += (dL/dRe lam, dL/dIm lam).
+    r enters before the step (readout "next") or after it ("current")."""
     n = lr.shape[0]
-    steps = MU.shape[1] // batch
-    chunks = min(threads, n)
-    for c in prange(chunks):
-        i0, i1 = c * n // chunks, (c + 1) * n // chunks
-        cr = np.empty((i1 - i0, batch))
-        ci = np.empty((i1 - i0, batch))
-        sr = np.zeros((i1 - i0, batch))
-        si = np.zeros((i1 - i0, batch))
-        for i in range(i0, i1):
-            for b in range(batch):
-                cr[i - i0, b] = gxT[i, b]
-                ci[i - i0, b] = gxT[n + i, b]
-        for k in range(steps - 1, -1, -1):
-            t = k * batch
-            for i in range(i0, i1):
-                a, w = lr[i], li[i]
-                q = i - i0
+    carry = gxT.copy()  # (2n, B): dL/dx[k+1] without the readout at step k
+    sums = np.zeros_like(carry)  # (Re, Im) of conj(x[k]) mu[k], per batch row
+    for k in range(MU.shape[1] // batch - 1, -1, -1):
+        t = k * batch
+        prev, p0 = (S, t - batch) if k > 0 else (x0, 0)
+        for i in range(n):
+            a, w = lr[i], li[i]
+            cr, ci, sr, si = carry[i], carry[n + i], sums[i], sums[n + i]
+            mur, mui = MU[i, t : t + batch], MU[n + i, t : t + batch]
+            pr, pi = prev[i, p0 : p0 + batch], prev[n + i, p0 : p0 + batch]
+            if nxt:
                 for b in range(batch):
-                    rr, ri = MU[i, t + b], MU[n + i, t + b]
-                    mr, mi = cr[q, b], ci[q, b]
-                    if nxt:
-                        mr += rr
-                        mi += ri
-                    MU[i, t + b] = mr
-                    MU[n + i, t + b] = mi
-                    if k == 0:
-                        pr, pi = x0[i, b], x0[n + i, b]
-                    else:
-                        pr, pi = S[i, t - batch + b], S[n + i, t - batch + b]
-                    sr[q, b] += pr * mr + pi * mi
-                    si[q, b] += pr * mi - pi * mr
-                    nr, ni = a * mr + w * mi, a * mi - w * mr
-                    if not nxt:
-                        nr += rr
-                        ni += ri
-                    cr[q, b] = nr
-                    ci[q, b] = ni
-        for i in range(i0, i1):
-            q = i - i0
-            for b in range(batch):
-                gx0[i, b] = cr[q, b]
-                gx0[n + i, b] = ci[q, b]
-                glam[0, i] += sr[q, b]
-                glam[1, i] += si[q, b]
+                    mr, mi = cr[b] + mur[b], ci[b] + mui[b]
+                    mur[b], mui[b] = mr, mi
+                    sr[b] += pr[b] * mr + pi[b] * mi
+                    si[b] += pr[b] * mi - pi[b] * mr
+                    cr[b], ci[b] = a * mr + w * mi, a * mi - w * mr
+            else:
+                for b in range(batch):
+                    rr, ri = mur[b], mui[b]
+                    mr, mi = cr[b], ci[b]
+                    mur[b], mui[b] = mr, mi
+                    sr[b] += pr[b] * mr + pi[b] * mi
+                    si[b] += pr[b] * mi - pi[b] * mr
+                    cr[b], ci[b] = a * mr + w * mi + rr, a * mi - w * mr + ri
+    gx0[:, :] = carry
+    for i in range(n):
+        for b in range(batch):
+            glam[0, i] += sums[i, b]
+            glam[1, i] += sums[n + i, b]
 
 
 def _shift_columns(Z, x_part, batch):  # pragma: no cover - runs compiled
     """Z (m, N) <- Z delayed by one time step (``batch`` columns), the first step from x_part (m, batch)."""
     m, N = Z.shape
-    for r in prange(m):
+    for r in range(m):
         for t in range(N - 1, batch - 1, -1):
             Z[r, t] = Z[r, t - batch]
         for b in range(batch):
             Z[r, b] = x_part[r, b]
 
 
-if numba_runtime.numba is not None:  # jitted lazily: compiled into the kernels on their first use
-    _mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence, _recurrence_adjoint, \
-        _shift_columns = (numba_runtime.jit(f) for f in (_mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map,
-                                                         _channel_map_adjoint, _recurrence, _recurrence_adjoint,
-                                                         _shift_columns))
-    _gelu, _gelu_slope = (numba_runtime.jit(f, parallel=False) for f in (_gelu, _gelu_slope))
-
-
 # --------------------------------------------------------------------------------------------------
-# The two kernels
+# One batch chunk, forward and adjoint
 # --------------------------------------------------------------------------------------------------
 
 
-def _forward_kernel(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c2, Wd, bd, x0, nxt, batch,
-                    threads, V, S, Z, H, Y, xT):  # pragma: no cover - runs compiled
-    """The stack's forward pass; writes the saved activations V (L+1, d, N), S (L, 2n, N), Z (L, d, N), H (L, h,
-    N), the output Y (n_y, N) and the final states xT (L, 2n, B). Shapes of the rest: see :class:`StackParams`."""
+def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c2, Wd, bd, x0, nxt, need, V, S,
+                   Z, H, Q, Y, xT):  # pragma: no cover - runs compiled
+    """The stack's forward pass on one chunk of batch rows; writes the saved activations V (L+1, d, N),
+    S (L, 2n, N), Z (L, d, N), H (L, h, N), Q (L, 2, d, N) (with ``need``), the output Y (n_y, N) and the final
+    states xT (L, 2n, B). Shapes of the parameters: see :class:`StackParams`."""
     L = lr.shape[0]
     N = u.shape[1]
+    batch = x0.shape[2]
     _mm(We, u, V[0], False)
     _add_bias(V[0], be)
     for layer in range(L):
         v, s, z, out = V[layer], S[layer], Z[layer], V[layer + 1]
         _mm(Bs[layer], v, s, False)
-        _recurrence(lr[layer], li[layer], s, x0[layer], batch, threads)
+        _recurrence(lr[layer], li[layer], s, x0[layer], batch)
         _mm(Cs[layer], s, z, False)
         if not nxt:
             _shift_columns(z, Cs[layer] @ x0[layer], batch)
@@ -334,7 +333,7 @@ def _forward_kernel(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, 
             _mm(W1[layer], z, h, False)
             _add_bias(h, c1[layer])
             d = z.shape[0]
-            for o in prange(d):
+            for o in range(d):
                 for t in range(N):
                     out[o, t] = h[o, t] / (1.0 + math.exp(-h[d + o, t]))
         elif kind == 9:
@@ -342,15 +341,15 @@ def _forward_kernel(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, 
             _mm(W1[layer], z, h, False)
             _add_bias(h, c1[layer])
             act = np.empty_like(h)
-            for r in prange(h.shape[0]):
+            for r in range(h.shape[0]):
                 for t in range(N):
                     act[r, t] = _gelu(h[r, t])
             _mm(W2[layer], act, out, False)
             _add_bias(out, c2[layer])
         else:
-            _channel_map(kind, z, P[layer], out)
+            _channel_map(kind, z, P[layer], out, Q[layer], need)
         if skip == 1:
-            for o in prange(out.shape[0]):
+            for o in range(out.shape[0]):
                 for t in range(N):
                     out[o, t] += v[o, t]
         elif skip == 2:
@@ -363,21 +362,23 @@ def _forward_kernel(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, 
     _add_bias(Y, bd)
 
 
-def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, P, W1, W2, Wd, x0, nxt, batch, threads,
-                     V, S, Z, H, gY, gxT,
-                     gu, gWe, gbe, glam, gBs, gCs, gD, gF, gP, gW1, gc1, gW2, gc2, gWd, gbd,
-                     gx0):  # pragma: no cover - runs compiled
-    """The stack's adjoint pass (module docstring): from gY (n_y, N) and gxT (L, 2n, B), add every gradient into
-    its zero-initialised float64 array (g-prefixed, shaped like its parameter) and write gu (n_u, N) and gx0."""
+def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt, V, S, Z, H, Q, gY, gxT,
+                    gu, gWe, gbe, glam, gBs, gCs, gD, gF, gP, gW1, gc1, gW2, gc2, gWd, gbd,
+                    gx0):  # pragma: no cover - runs compiled
+    """The stack's adjoint pass on one chunk (module docstring): from gY (n_y, N) and gxT (L, 2n, B), add every
+    parameter's gradient into its zero-initialised float64 array (g-prefixed, shaped like the parameter) and write
+    gu (n_u, N) and gx0 (L, 2n, B)."""
     L = lr.shape[0]
     d, N = V.shape[1], V.shape[2]
     n2 = S.shape[1]
+    batch = x0.shape[2]
     G = np.empty((d, N), V.dtype)
     GV = np.empty((d, N), V.dtype)
     GZ = np.empty((d, N), V.dtype)
     MU = np.empty((n2, N), V.dtype)
-    gx_layer = np.empty((n2, batch), V.dtype)
-    gl = np.zeros((2, n2 // 2))
+    if N == 0:
+        gx0[:, :, :] = gxT
+        return
     _mm_t(Wd, gY, G, False)
     _outer(gY, V[L], gWd, 0, 0, N)
     _row_sums(gY, gbd)
@@ -386,7 +387,7 @@ def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, P, W1, W2, Wd, x0,
         if kind == 8:
             h = H[layer]
             gh = np.empty_like(h)
-            for o in prange(d):
+            for o in range(d):
                 for t in range(N):
                     sg = 1.0 / (1.0 + math.exp(-h[d + o, t]))
                     gh[o, t] = G[o, t] * sg
@@ -397,20 +398,20 @@ def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, P, W1, W2, Wd, x0,
         elif kind == 9:
             h = H[layer]
             act = np.empty_like(h)
-            for r in prange(h.shape[0]):
+            for r in range(h.shape[0]):
                 for t in range(N):
                     act[r, t] = _gelu(h[r, t])
             _outer(G, act, gW2[layer], 0, 0, N)
             _row_sums(G, gc2[layer])
             _mm_t(W2[layer], G, act, False)  # act <- dL/d gelu(h)
-            for r in prange(h.shape[0]):
+            for r in range(h.shape[0]):
                 for t in range(N):
                     act[r, t] *= _gelu_slope(h[r, t])
             _outer(act, z, gW1[layer], 0, 0, N)
             _row_sums(act, gc1[layer])
             _mm_t(W1[layer], act, GZ, False)
         else:
-            _channel_map_adjoint(kind, z, P[layer], G, GZ, gP[layer])
+            _channel_map_adjoint(kind, z, Q[layer], G, GZ, gP[layer])
         _row_sums(GZ, gP[layer, 0])
         if skip == 1:
             GV[:, :] = G
@@ -427,16 +428,46 @@ def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, P, W1, W2, Wd, x0,
         else:
             _outer(GZ, s, gCs[layer], batch, 0, N - batch)
             _outer(GZ, x0[layer], gCs[layer], 0, 0, batch)
-        gl[:, :] = 0.0
-        _recurrence_adjoint(lr[layer], li[layer], s, x0[layer], MU, gxT[layer], gx_layer, gl, nxt, batch, threads)
-        gx0[layer] += gx_layer
-        glam[layer] += gl
+        _recurrence_adjoint(lr[layer], li[layer], s, x0[layer], MU, gxT[layer], gx0[layer], glam[layer], nxt,
+                            batch)
         _outer(MU, v, gBs[layer], 0, 0, N)
         _mm_t(Bs[layer], MU, GV, True)
         G, GV = GV, G
     _outer(G, u, gWe, 0, 0, N)
     _row_sums(G, gbe)
     _mm_t(We, G, gu, False)
+
+
+if numba_runtime.numba is not None:  # jitted lazily: compiled into the kernels on their first use
+    _mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence, _recurrence_adjoint, \
+        _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope = (
+            numba_runtime.jit(f, parallel=False) for f in (
+                _mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence,
+                _recurrence_adjoint, _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope))
+    _dot, _total = (numba_runtime.jit(f, parallel=False, reassociate=True) for f in (_dot, _total))
+
+
+# --------------------------------------------------------------------------------------------------
+# The two kernels: one batch chunk per thread
+# --------------------------------------------------------------------------------------------------
+
+
+def _forward_kernel(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c2, Wd, bd, x0, nxt, need, V, S,
+                    Z, H, Q, Y, xT):  # pragma: no cover - runs compiled
+    """:func:`_forward_chunk` on each chunk (the leading axis of u, x0 and the outputs), in parallel."""
+    for c in prange(u.shape[0]):
+        _forward_chunk(u[c], We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c2, Wd, bd, x0[c], nxt,
+                       need, V[c], S[c], Z[c], H[c], Q[c], Y[c], xT[c])
+
+
+def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt, V, S, Z, H, Q, gY, gxT,
+                     gu, gWe, gbe, glam, gBs, gCs, gD, gF, gP, gW1, gc1, gW2, gc2, gWd, gbd,
+                     gx0):  # pragma: no cover - runs compiled
+    """:func:`_backward_chunk` on each chunk in parallel; each chunk adds into its own slot of the gradients."""
+    for c in prange(u.shape[0]):
+        _backward_chunk(u[c], We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0[c], nxt, V[c], S[c], Z[c], H[c],
+                        Q[c], gY[c], gxT[c], gu[c], gWe[c], gbe[c], glam[c], gBs[c], gCs[c], gD[c], gF[c], gP[c],
+                        gW1[c], gc1[c], gW2[c], gc2[c], gWd[c], gbd[c], gx0[c])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,10 +480,10 @@ def _build() -> dict[str, Callable[..., None]]:
     kernels = {"forward": numba_runtime.jit(_forward_kernel), "backward": numba_runtime.jit(_backward_kernel)}
     params = StackParams.zeros(n_u=1, n_y=1, d=2, n=1, layers=1, hidden=0, skip_matrix=False, dtype=torch.float64)
     u = torch.ones(1, 2, 1, dtype=torch.float64)
-    x0 = torch.zeros(1, 1, 2, dtype=torch.float64)
-    out = _run_forward(params, u, x0, "elu", "identity", True, kernels["forward"], 1)
-    _run_backward(params, u, x0, "elu", "identity", True, out, torch.ones(1, 2, 1, dtype=torch.float64),
-                  torch.zeros_like(x0), kernels["backward"], 1)
+    x0 = torch.zeros(1, 2, 1, dtype=torch.float64)
+    saved = _run_forward(params, u, x0, "elu", "identity", True, True, kernels["forward"], 1)
+    _run_backward(params, "elu", "identity", True, saved, torch.ones(1, 2, 1, dtype=torch.float64),
+                  torch.zeros_like(x0), kernels["backward"])
     return kernels
 
 
@@ -527,94 +558,135 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _threads(N: int, d: int, n: int) -> int:
-    """Threads for a problem of N columns: torch's, or one below ``_PARALLEL_MIN_WORK``."""
-    if N * (d + 2 * n) < _PARALLEL_MIN_WORK:
+def _chunks(batch: int, steps: int, d: int, n: int) -> int:
+    """Batch chunks (one per thread): torch's thread count, at most one per batch row; one below
+    ``_PARALLEL_MIN_WORK``."""
+    if batch * steps * (d + 2 * n) < _PARALLEL_MIN_WORK:
         return 1
-    return max(1, min(torch.get_num_threads(), numba_runtime.numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(batch, torch.get_num_threads(), numba_runtime.numba.config.NUMBA_NUM_THREADS))
 
 
-def _columns(u: Tensor) -> Tensor:
-    """(batch, T, c) -> (c, T * batch), column t = k * batch + b."""
-    return u.permute(2, 1, 0).reshape(u.shape[2], -1).contiguous()
+def _to_chunks(u: Tensor, chunks: int) -> Tensor:
+    """(batch, T, c) -> (chunks, c, T * rows) with rows = ceil(batch / chunks) (zero rows padded at the end):
+    column ``k * rows + b`` of chunk j is row ``j * rows + b`` at step k."""
+    batch, steps, width = u.shape
+    rows = -(-batch // chunks)
+    u = torch.nn.functional.pad(u, (0, 0, 0, 0, 0, chunks * rows - batch))
+    return u.reshape(chunks, rows, steps, width).permute(0, 3, 2, 1).reshape(chunks, width, steps * rows).contiguous()
 
 
-def _run_forward(p: StackParams, u: Tensor, x0: Tensor, kind: str, skip: str, nxt: bool,
-                 kernel: Callable[..., None] | None = None, threads: int | None = None) -> dict[str, Tensor]:
-    """The forward kernel on detached tensors. u: (batch, T, n_u); x0: (L, 2n, batch). Returns the saved arrays
-    (V, S, Z, H), Y (n_y, N) and xT (L, 2n, batch)."""
+def _from_chunks(y: Tensor, batch: int, steps: int) -> Tensor:
+    """The inverse of :func:`_to_chunks`: (chunks, c, T * rows) -> (batch, T, c)."""
+    chunks, width, _ = y.shape
+    return y.reshape(chunks, width, steps, -1).permute(0, 3, 2, 1).reshape(-1, steps, width)[:batch]
+
+
+def _states_to_chunks(x: Tensor, chunks: int) -> Tensor:
+    """(L, 2n, batch) -> (chunks, L, 2n, rows), zero rows padded."""
+    L, n2, batch = x.shape
+    rows = -(-batch // chunks)
+    x = torch.nn.functional.pad(x, (0, chunks * rows - batch))
+    return x.reshape(L, n2, chunks, rows).permute(2, 0, 1, 3).contiguous()
+
+
+def _states_from_chunks(x: Tensor, batch: int) -> Tensor:
+    """The inverse of :func:`_states_to_chunks`."""
+    chunks, L, n2, rows = x.shape
+    return x.permute(1, 2, 0, 3).reshape(L, n2, chunks * rows)[:, :, :batch]
+
+
+def _run_forward(p: StackParams, u: Tensor, x0: Tensor, kind: str, skip: str, nxt: bool, need: bool,
+                 kernel: Callable[..., None] | None = None, chunks: int | None = None) -> dict[str, Any]:
+    """The forward kernel on detached tensors. u: (batch, T, n_u); x0: (L, 2n, batch); ``need``: keep what the
+    adjoint needs. Returns the chunked inputs and saved arrays (u, x0, V, S, Z, H, Q), y (batch, T, n_y) and
+    xT (L, 2n, batch)."""
     batch, steps, _ = u.shape
     L, n2, d = p.Bs.shape
-    N = batch * steps
+    chunks = chunks or _chunks(batch, steps, d, n2 // 2)
+    rows = -(-batch // chunks)
+    N = rows * steps
     dtype = p.Bs.dtype
-    out = {"V": torch.empty(L + 1, d, N, dtype=dtype), "S": torch.empty(L, n2, N, dtype=dtype),
-           "Z": torch.empty(L, d, N, dtype=dtype), "H": torch.empty(L, p.W1.shape[1], N, dtype=dtype),
-           "Y": torch.empty(p.Wd.shape[0], N, dtype=dtype), "xT": torch.empty(L, n2, batch, dtype=dtype)}
-    threads = threads or _threads(N, d, n2 // 2)
-    args = (_np(_columns(u)), _np(p.We), _np(p.be), _np(p.lam[:, 0]), _np(p.lam[:, 1]), _np(p.Bs), _np(p.Cs),
+    saved: dict[str, Any] = {"u": _to_chunks(u, chunks), "x0": _states_to_chunks(x0, chunks), "chunks": chunks}
+    shapes = {"V": (L + 1, d, N), "S": (L, n2, N), "Z": (L, d, N), "H": (L, p.W1.shape[1], N),
+              "Q": (L, 2, d, N) if need else (L, 2, 0, 0), "Y": (p.Wd.shape[0], N), "xT": (L, n2, rows)}
+    saved.update({k: torch.empty(chunks, *shape, dtype=dtype) for k, shape in shapes.items()})
+    args = (saved["u"].numpy(), _np(p.We), _np(p.be), _np(p.lam[:, 0]), _np(p.lam[:, 1]), _np(p.Bs), _np(p.Cs),
             _np(p.D), _np(p.F), SKIP_KINDS[skip], MAP_KINDS[kind], _np(p.P), _np(p.W1), _np(p.c1), _np(p.W2),
-            _np(p.c2), _np(p.Wd), _np(p.bd), _np(x0), nxt, batch, threads,
-            *(out[k].numpy() for k in ("V", "S", "Z", "H", "Y", "xT")))
+            _np(p.c2), _np(p.Wd), _np(p.bd), saved["x0"].numpy(), nxt, need,
+            *(saved[k].numpy() for k in ("V", "S", "Z", "H", "Q", "Y", "xT")))
     if kernel is None:
-        KERNELS.launch("forward", threads, *args)
+        KERNELS.launch("forward", chunks, *args)
     else:
         kernel(*args)
-    return out
+    saved["y"] = _from_chunks(saved.pop("Y"), batch, steps)
+    saved["xT"] = _states_from_chunks(saved["xT"], batch)
+    return saved
 
 
-def _run_backward(p: StackParams, u: Tensor, x0: Tensor, kind: str, skip: str, nxt: bool, saved: dict[str, Tensor],
-                  gy: Tensor, gxT: Tensor, kernel: Callable[..., None] | None = None,
-                  threads: int | None = None) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
-    """The adjoint kernel. gy: (batch, T, n_y); gxT: (L, 2n, batch). Returns (grad u (batch, T, n_u), the
-    parameters' gradients in ``StackParams`` order, grad x0 (L, 2n, batch)), in the parameters' dtype."""
-    batch, steps, n_u = u.shape
-    L, n2, d = p.Bs.shape
-    N = batch * steps
-    grads = tuple(torch.zeros(t.shape, dtype=torch.float64) for t in p.tensors())
-    gu = torch.empty(n_u, N, dtype=p.Bs.dtype)
-    gx0 = torch.zeros(L, n2, batch, dtype=p.Bs.dtype)
+def _run_backward(p: StackParams, kind: str, skip: str, nxt: bool, saved: dict[str, Any], gy: Tensor, gxT: Tensor,
+                  kernel: Callable[..., None] | None = None) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
+    """The adjoint kernel after :func:`_run_forward` (``need`` set). gy: (batch, T, n_y); gxT: (L, 2n, batch).
+    Returns (grad u (batch, T, n_u), the parameters' gradients in ``StackParams`` order, grad x0 (L, 2n, batch)),
+    in the parameters' dtype."""
+    batch, steps, _ = gy.shape
+    chunks = saved["chunks"]
+    u, x0 = saved["u"], saved["x0"]
+    grads = tuple(torch.zeros(chunks, *t.shape, dtype=torch.float64) for t in p.tensors())
+    gu = torch.empty_like(u)
+    gx0 = torch.empty_like(x0)
     g = dict(zip(StackParams.__dataclass_fields__, (t.numpy() for t in grads), strict=True))
-    threads = threads or _threads(N, d, n2 // 2)
-    args = (_np(_columns(u)), _np(p.We), _np(p.lam[:, 0]), _np(p.lam[:, 1]), _np(p.Bs), _np(p.Cs), _np(p.D),
-            _np(p.F), SKIP_KINDS[skip], MAP_KINDS[kind], _np(p.P), _np(p.W1), _np(p.W2), _np(p.Wd), _np(x0), nxt,
-            batch, threads, *(saved[k].numpy() for k in ("V", "S", "Z", "H")), _np(_columns(gy)), _np(gxT),
-            gu.numpy(), g["We"], g["be"], g["lam"], g["Bs"], g["Cs"], g["D"], g["F"], g["P"], g["W1"], g["c1"],
-            g["W2"], g["c2"], g["Wd"], g["bd"], gx0.numpy())
+    args = (u.numpy(), _np(p.We), _np(p.lam[:, 0]), _np(p.lam[:, 1]), _np(p.Bs), _np(p.Cs), _np(p.D), _np(p.F),
+            SKIP_KINDS[skip], MAP_KINDS[kind], _np(p.W1), _np(p.W2), _np(p.Wd), x0.numpy(), nxt,
+            *(saved[k].numpy() for k in ("V", "S", "Z", "H", "Q")), _to_chunks(gy, chunks).numpy(),
+            _states_to_chunks(gxT, chunks).numpy(), gu.numpy(), g["We"], g["be"], g["lam"], g["Bs"], g["Cs"], g["D"],
+            g["F"], g["P"], g["W1"], g["c1"], g["W2"], g["c2"], g["Wd"], g["bd"], gx0.numpy())
     if kernel is None:
-        KERNELS.launch("backward", threads, *args)
+        KERNELS.launch("backward", chunks, *args)
     else:
         kernel(*args)
-    gu = gu.reshape(n_u, steps, batch).permute(2, 1, 0)
-    return gu, tuple(t.to(p.Bs.dtype) for t in grads), gx0
+    dtype = p.Bs.dtype
+    return (_from_chunks(gu, batch, steps), tuple(t.sum(0).to(dtype) for t in grads),
+            _states_from_chunks(gx0, batch))
 
 
 class _FusedStack(torch.autograd.Function):
-    """The whole stack as one autograd node: inputs (u, x0, *StackParams fields), outputs (y, xT)."""
+    """The whole stack as one autograd node: inputs (u, x0, *StackParams fields), outputs (y, xT); ``need``: a
+    backward may follow (keep the activations)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, kind: str, skip: str, nxt: bool, u: Tensor, x0: Tensor,
+    def forward(ctx: FunctionCtx, kind: str, skip: str, nxt: bool, need: bool, u: Tensor, x0: Tensor,
                 *tensors: Tensor) -> tuple[Tensor, Tensor]:
         p = StackParams(*(t.detach() for t in tensors))
-        saved = _run_forward(p, u.detach(), x0.detach(), kind, skip, nxt)
-        ctx.kind, ctx.skip, ctx.nxt, ctx.saved = kind, skip, nxt, saved
-        ctx.save_for_backward(u, x0, *tensors)
-        batch, steps = u.shape[0], u.shape[1]
-        y = saved["Y"].reshape(-1, steps, batch).permute(2, 1, 0)
-        return y, saved["xT"]
+        saved = _run_forward(p, u.detach(), x0.detach(), kind, skip, nxt, need)
+        ctx.kind, ctx.skip, ctx.nxt = kind, skip, nxt
+        ctx.saved = saved if need else None
+        ctx.save_for_backward(*tensors)
+        return saved["y"], saved["xT"]
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, gy: Tensor | None, gxT: Tensor | None) -> tuple[Tensor | None, ...]:
-        u, x0, *tensors = ctx.saved_tensors
-        p = StackParams(*(t.detach() for t in tensors))
-        gy = torch.zeros(u.shape[0], u.shape[1], p.Wd.shape[0], dtype=u.dtype) if gy is None else gy
-        gxT = torch.zeros_like(x0) if gxT is None else gxT
-        gu, grads, gx0 = _run_backward(p, u.detach(), x0.detach(), ctx.kind, ctx.skip, ctx.nxt, ctx.saved,
-                                       gy.detach(), gxT.detach().contiguous())
+        p = StackParams(*(t.detach() for t in ctx.saved_tensors))
+        saved, ctx.saved = ctx.saved, None
+        gy = torch.zeros_like(saved["y"]) if gy is None else gy.detach()
+        gxT = torch.zeros_like(saved["xT"]) if gxT is None else gxT.detach()
+        gu, grads, gx0 = _run_backward(p, ctx.kind, ctx.skip, ctx.nxt, saved, gy, gxT)
         need = ctx.needs_input_grad
-        ctx.saved = None
-        return (None, None, None, gu if need[3] else None, gx0 if need[4] else None,
-                *(g if need[5 + i] else None for i, g in enumerate(grads)))
+        return (None, None, None, None, gu if need[4] else None, gx0 if need[5] else None,
+                *(g if need[6 + i] else None for i, g in enumerate(grads)))
+
+
+def resolve(mode: str, device_type: str) -> bool:
+    """Whether a deep Wiener stack that the kernels implement runs fused under ``mode`` on this device: "fused"
+    asks for it, "auto" takes it on the CPU when the kernels run (``numba_runtime.resolve``'s policy: else the
+    per-block engines, said once in the log); other modes never.
+
+    Raises:
+        numba_runtime.CompiledUnavailableError: "fused" off the CPU or without working kernels.
+    """
+    if mode not in ("auto", "fused"):
+        return False
+    return numba_runtime.resolve(mode, device_type, KERNELS, fallback="per-block engines") == "compiled"
 
 
 def stack(params: StackParams, u: Tensor, x0: Tensor, kind: str, skip: str, readout: str) -> tuple[Tensor, Tensor]:
@@ -634,4 +706,6 @@ def stack(params: StackParams, u: Tensor, x0: Tensor, kind: str, skip: str, read
         numba_runtime.CompiledUnavailableError: numba is missing or the kernels do not compile.
     """
     KERNELS.require()
-    return _FusedStack.apply(kind, skip, readout == "next", u, x0, *params.tensors())
+    tensors = params.tensors()
+    need = torch.is_grad_enabled() and any(t.requires_grad for t in (u, x0, *tensors))
+    return _FusedStack.apply(kind, skip, readout == "next", need, u, x0, *tensors)

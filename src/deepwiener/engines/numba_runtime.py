@@ -2,7 +2,8 @@
 
 numba is optional (the ``fast`` extra). One policy wherever a compiled kernel could run:
 
-* ``mode="compiled"`` asks for it explicitly: when it cannot run (numba missing, a failed compilation, a tensor
+* ``mode="compiled"`` asks for it explicitly (and so does ``mode="fused"``, which means the whole-stack kernel of a
+  deep Wiener model, ``engines.fused``, and an engine's own compiled kernel everywhere else): when it cannot run (numba missing, a failed compilation, a tensor
   off the CPU) :func:`resolve` raises :class:`CompiledUnavailableError` (a ``ConfigError``) naming the ``fast``
   extra;
 * ``mode="auto"`` takes it on the CPU when it can run, and otherwise falls back to the engine's pure-PyTorch
@@ -49,9 +50,12 @@ class CompiledUnavailableError(ConfigError, RuntimeError):
     """A compiled kernel was asked for and cannot run: numba is not installed or the kernel failed to compile."""
 
 
-def jit(fn: Callable[..., Any], parallel: bool = True) -> Callable[..., Any]:
-    """``numba.njit`` with the package's settings: cached on disk, no fastmath (results equal the references)."""
-    return numba.njit(parallel=parallel, cache=True, fastmath=False)(fn)
+def jit(fn: Callable[..., Any], parallel: bool = True, reassociate: bool = False) -> Callable[..., Any]:
+    """``numba.njit`` with the package's settings: cached on disk, no fastmath (results equal the references).
+
+    ``reassociate=True`` allows one fastmath flag, the reassociation of sums, for a function that only sums (so
+    the compiler may split a long dot product over vector lanes: the same sum up to rounding order)."""
+    return numba.njit(parallel=parallel, cache=True, fastmath={"reassoc"} if reassociate else False)(fn)
 
 
 class Kernels:
@@ -89,8 +93,8 @@ class Kernels:
     def require(self) -> None:
         """Raise :class:`CompiledUnavailableError` unless :meth:`available`."""
         if not self.available():
-            raise CompiledUnavailableError(f"the {self.name} is unavailable: {self._failure}; mode 'compiled' needs "
-                                           f"numba: {INSTALL_HINT}")
+            raise CompiledUnavailableError(f"the {self.name} is unavailable: {self._failure}; modes 'compiled' and "
+                                           f"'fused' need numba: {INSTALL_HINT}")
 
     def __getitem__(self, name: str) -> Callable[..., Any]:
         """A built dispatcher.
@@ -117,7 +121,8 @@ def resolve(mode: str, device_type: str, kernels: Kernels, fallback: str) -> str
     """What ``mode`` means for an engine that has compiled ``kernels`` and a pure-PyTorch ``fallback``.
 
     Args:
-        mode: the mode asked for; modes other than "compiled" and "auto" are returned unchanged.
+        mode: the mode asked for; "fused" is "compiled" here; modes other than these and "auto" are returned
+            unchanged.
         device_type: where the tensors are ("cpu", "cuda", ...).
         kernels: the engine's compiled kernels.
         fallback: the mode "auto" means when the kernels cannot run (e.g. "scan" or "loop").
@@ -126,11 +131,11 @@ def resolve(mode: str, device_type: str, kernels: Kernels, fallback: str) -> str
         "compiled" or a mode of the fallback path.
 
     Raises:
-        CompiledUnavailableError: "compiled" on another device than the CPU, or without working kernels.
+        CompiledUnavailableError: "compiled" or "fused" on another device than the CPU, or without working kernels.
     """
-    if mode == "compiled":
+    if mode in ("compiled", "fused"):
         if device_type != "cpu":
-            raise CompiledUnavailableError(f"mode 'compiled' runs on the CPU only, got a tensor on {device_type!r}")
+            raise CompiledUnavailableError(f"mode {mode!r} runs on the CPU only, got a tensor on {device_type!r}")
         kernels.require()
         return "compiled"
     if mode != "auto":

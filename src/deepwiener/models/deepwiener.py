@@ -32,7 +32,7 @@ from deepwiener.data import IOData, ValidationRecord
 from deepwiener.errors import ConfigError, check_positive_ints, unknown_name
 from deepwiener.identification import LinearStateSpace
 from deepwiener.layers import LTILayer, layer_class, make_layer
-from deepwiener.models import deepwiener_start, deepwiener_stream
+from deepwiener.models import deepwiener_fused, deepwiener_start, deepwiener_stream
 from deepwiener.models.base import Model
 from deepwiener.models.streamers import Streamer
 from deepwiener.nonlinearities import NONLINEARITIES, Nonlinearity, make_nonlinearity
@@ -199,14 +199,20 @@ class DeepWiener(Model):
         Args:
             u: (batch, time, n_u) real, physical units.
             state: the model's state (``init_state``); zeros if None.
-            mode: simulation engine ("auto", "loop", "scan", "fft", "compiled").
+            mode: simulation engine ("auto", "loop", "scan", "fft", "compiled", "fused"): "fused" runs the whole
+                stack in one kernel (``models.deepwiener_fused``; "auto" takes it on the CPU where it applies),
+                the others run block after block.
 
         Returns:
             y: (batch, time, n_y) physical units, and the final state.
         """
         self.check_input(u)
-        v = self.encoder(self.normalize_input(u))
         states, total = self.split_state(state, len(self.blocks), u.shape[0], "one per block")
+        if deepwiener_fused.applies(self, mode, u.device.type):
+            y_n, finals = deepwiener_fused.forward(self, u, states)
+            y, total = self.integrate(self.denormalize_output(y_n), total)
+            return y, self.join_state(finals, total)
+        v = self.encoder(self.normalize_input(u))
         finals = []
         for block, x0 in zip(self.blocks, states, strict=True):
             v, x = block(v, x0, mode)

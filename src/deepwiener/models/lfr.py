@@ -202,8 +202,8 @@ class LFRModel(Model):
             raise ConfigError(f"mode {mode!r} simulates linear systems; an LFR model's loop is nonlinear: use "
                               "'auto', 'loop' or 'compiled'")
         if not isinstance(self.phi, MLP):  # the kernel implements the perceptron map only
-            if mode == "compiled":
-                raise ConfigError("mode 'compiled' runs LFR models with nonlinearity 'mlp' on the CPU only (got "
+            if mode in ("compiled", "fused"):
+                raise ConfigError(f"mode {mode!r} runs LFR models with nonlinearity 'mlp' on the CPU only (got "
                                   f"{self.config.nonlinearity!r} on {device_type!r})")
             return "loop"
         return numba_runtime.resolve(mode, device_type, feedback.KERNELS, fallback="loop")
