@@ -667,7 +667,7 @@ class _FusedStack(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, gy: Tensor | None, gxT: Tensor | None) -> tuple[Tensor | None, ...]:
         p = StackParams(*(t.detach() for t in ctx.saved_tensors))
-        saved, ctx.saved = ctx.saved, None
+        saved = ctx.saved
         gy = torch.zeros_like(saved["y"]) if gy is None else gy.detach()
         gxT = torch.zeros_like(saved["xT"]) if gxT is None else gxT.detach()
         gu, grads, gx0 = _run_backward(p, ctx.kind, ctx.skip, ctx.nxt, saved, gy, gxT)

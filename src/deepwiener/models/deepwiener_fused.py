@@ -119,7 +119,7 @@ def forward(model: Any, u: Tensor, states: tuple[Tensor | None, ...]) -> tuple[T
     else:
         zs = [to_modal(x if x is not None else s.init_state(batch))
               for s, (_, to_modal, _), x in zip(systems, modal, states, strict=True)]
-        x0 = torch.stack([torch.cat([z.real, z.imag], dim=1).T for z in zs])
+        x0 = torch.stack([torch.cat([z.real, z.imag], dim=1).T for z in zs]).to(dtype)
     skip = "linear" if blocks[0].skip is not None else ("identity" if blocks[0].use_skip else "none")
     y_n, xT = fused.stack(params, model.normalize_input(u), x0, _map_kind(blocks[0].sigma), skip,
                           diags[0].readout)
