@@ -20,13 +20,25 @@ Cases (float32, the training dtype; ``DeepWiener(1, 1, ...)``):
   ``bytes = 2 * 8 * batch * T * n`` and cannot take less than ``bytes / copy bandwidth``, the bandwidth
   measured here by copying a tensor of bu's size into a preallocated one (read + write).
 
-For each training case: one step's forward + MSE loss + backward, and the forward alone under no_grad, for
-each engine ("loop" = the plain recurrence = the reference, "scan", "fft", "compiled") and, where installed,
+For each training case: one step's forward + MSE loss + backward + a plain ``torch.optim.Adam`` step (foreach,
+lr 1e-6), and the forward alone under no_grad, for each engine ("loop" = the plain recurrence = the reference,
+"scan", "fft", "compiled" (per-block numba kernels), "fused" (the whole stack in one numba kernel pair,
+``engines.fused``)) and, where installed,
 the S5 layer of the PyPI package ``s5-pytorch`` in the same stack (encoder, 4 x [S5 -> ELU -> + skip],
 decoder). Engines are timed round-robin (one call of each per round) after a warm-up call; the tables give
 medians and ratios to the loop measured in the same process. Where the loop would take minutes it is timed
 on a prefix and scaled linearly in T (marked). ``--only CASE ...`` runs some cases and merges them into the
 existing results; each case records the commit and load it was measured at.
+
+The arithmetic floor (issue 22): every run measures the machine's sustained float32 GFLOP/s with a large matrix
+multiply (``torch.mm`` of two n x n float32 matrices, 2 n^3 FLOP, at the start and the end of the run; the floor
+is the faster of the two). Each training case gives its FLOP count (:func:`stack_flops`: forward = the encoder,
+per block the products B v, C x, D v (complex as real pairs), the recurrence (8 FLOP per complex mode), bias, map
+and skip (3 per channel), the decoder; a training step = 3 x forward, the usual count of forward + backward) and
+each engine's GFLOP/s as a fraction of the floor. The ``freerun`` case times the paper model over 40,000 samples,
+batch 1 (scan, compiled, fused); ``coldstart`` runs a fresh process twice on an empty numba cache directory
+(``NUMBA_CACHE_DIR``): the first fused training step of the first process compiles the kernels (cold), the
+second process loads them from the cache (warm).
 
 Environment: unless already set, OMP_WAIT_POLICY=PASSIVE and THP_MEM_ALLOC_ENABLE=1 are set before torch is
 imported. On a shared machine, OpenMP threads that spin-wait make each parallel region wait out a
@@ -62,10 +74,10 @@ import torch
 from torch import Tensor, nn
 
 import deepwiener as dw
-from deepwiener.engines import compiled, feedback, resolve_mode
+from deepwiener.engines import compiled, feedback, fused, resolve_mode
 from deepwiener.engines.scan import diagonal_recurrence_scan
 from deepwiener.io import read_info
-from deepwiener.models import DeepWiener, LFRModel, Model
+from deepwiener.models import DeepWiener, LFRModel, Model, deepwiener_fused
 from deepwiener.models.streamers import TorchStreamer
 
 HERE = Path(__file__).resolve().parent
@@ -73,7 +85,7 @@ sys.path.insert(0, str(HERE.parent))  # benchmarks/: shares accuracy/run.py's pr
 from accuracy.run import git_commit  # noqa: E402
 
 RESULTS = HERE.parent / "results"
-ENGINES = ("loop", "scan", "fft", "compiled")
+ENGINES = ("loop", "scan", "fft", "compiled", "fused")
 PEER = "s5-pytorch"
 ENV_VARS = ("OMP_WAIT_POLICY", "THP_MEM_ALLOC_ENABLE", "OMP_NUM_THREADS", "NUMBA_THREADING_LAYER")
 
@@ -96,12 +108,15 @@ class Sizes:
     stream_c: int = 1_000_000  # samples stepped by the exported C program, per repeat
     stream_onnx: int = 5_000  # samples stepped with onnxruntime
     copy_mb: int = 256  # size of the tensor copied to measure the copy bandwidth
+    free_run: int = 40_000  # samples of the free-run case
+    floor_n: int = 4096  # the matrix size of the matrix-multiply floor
     repeats: int = 5
     loop_repeats: int = 3
 
 
 QUICK = Sizes(paper=(4, 128), wide=(2, 256), lfr=(4, 64), simulation=20_000, loop_prefix=2_000, stream_fast=2_000,
-              stream_torch=200, stream_c=20_000, stream_onnx=500, copy_mb=16, repeats=2, loop_repeats=1)
+              stream_torch=200, stream_c=20_000, stream_onnx=500, copy_mb=16, free_run=4_000, floor_n=1024,
+              repeats=2, loop_repeats=1)
 SILVERBOX_HEADLINE = RESULTS / "silverbox" / "best.dw"
 
 
@@ -129,15 +144,39 @@ def time_round_robin(calls: dict[str, Callable[[], object]], repeats: dict[str, 
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def train_step(model: nn.Module, u: Tensor, target: Tensor, **kwargs: Any) -> Callable[[], None]:
-    """One training step's forward, MSE loss and backward (the optimiser update is the same for all)."""
+def train_step(model: nn.Module, u: Tensor, target: Tensor, optimizer: torch.optim.Optimizer,
+               **kwargs: Any) -> Callable[[], None]:
+    """One training step: forward, MSE loss, backward and the optimiser's step."""
 
     def step() -> None:
-        model.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         y, _ = model(u, **kwargs)
         torch.mean((y - target) ** 2).backward()
+        optimizer.step()
 
     return step
+
+
+def adam(model: nn.Module) -> torch.optim.Optimizer:
+    """A plain Adam (multi-tensor), with a learning rate small enough to keep the model where it is."""
+    return torch.optim.Adam(model.parameters(), lr=1e-6, foreach=True)
+
+
+def stack_flops(config: dict[str, Any], samples: int) -> float:
+    """Forward FLOPs of a ``DeepWiener(1, 1, **config)`` LRU stack (identity skip, elementwise map) over
+    ``samples`` = batch x T samples (module docstring)."""
+    d, n, layers = config["d_model"], config["d_state"], config["n_layers"]
+    block = 2 * (2 * n) * d + 8 * n + 2 * d * (2 * n) + 2 * d * d + 3 * d
+    return float(samples * (2 * d + layers * block + 2 * d))
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    """Sustained float32 GFLOP/s of ``torch.mm`` on two n x n matrices (median of ``repeats`` after a warm-up)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    seconds = time_round_robin({"mm": lambda: torch.mm(a, b, out=out)}, {"mm": repeats})["mm"]
+    return 2 * n**3 / seconds / 1e9
 
 
 def forward_only(model: nn.Module, u: Tensor, **kwargs: Any) -> Callable[[], None]:
@@ -195,19 +234,25 @@ def training_case(config: dict[str, Any], batch: int, steps: int, sizes: Sizes, 
     u = torch.randn(batch, steps, 1, generator=gen)
     target = torch.randn(batch, steps, 1, generator=gen)
     model = DeepWiener(1, 1, **config)
-    calls_train = {e: train_step(model, u, target, mode=e) for e in ENGINES}
+    optimizer = adam(model)
+    calls_train = {e: train_step(model, u, target, optimizer, mode=e) for e in ENGINES}
     calls_fwd = {e: forward_only(model, u, mode=e) for e in ENGINES}
     if peer is not None:
         stack = PeerStack(peer, config["d_model"], config["d_state"], config["n_layers"])
-        calls_train[PEER], calls_fwd[PEER] = train_step(stack, u, target), forward_only(stack, u)
+        calls_train[PEER], calls_fwd[PEER] = train_step(stack, u, target, adam(stack)), forward_only(stack, u)
     repeats = {name: sizes.loop_repeats if name == "loop" else sizes.repeats for name in calls_train}
     train = time_round_robin(calls_train, repeats)
     fwd = time_round_robin(calls_fwd, repeats)
     system = model.blocks[0].lti.discretize()
-    return {"config": config, "batch": batch, "steps": steps, "auto": resolve_mode(system, "cpu", "auto"),
+    flops = stack_flops(config, batch * steps)
+    auto = "fused" if deepwiener_fused.applies(model, "auto", "cpu") else resolve_mode(system, "cpu", "auto")
+    return {"config": config, "batch": batch, "steps": steps, "auto": auto,
             "train_s": train, "forward_s": fwd,
             "train_speedup": {k: train["loop"] / v for k, v in train.items()},
-            "forward_speedup": {k: fwd["loop"] / v for k, v in fwd.items()}}
+            "forward_speedup": {k: fwd["loop"] / v for k, v in fwd.items()},
+            "flops": {"forward": flops, "train": 3 * flops},
+            "train_gflops": {k: 3 * flops / v / 1e9 for k, v in train.items()},
+            "forward_gflops": {k: flops / v / 1e9 for k, v in fwd.items()}}
 
 
 def lfr_case(batch: int, steps: int, sizes: Sizes) -> dict[str, Any]:
@@ -216,9 +261,10 @@ def lfr_case(batch: int, steps: int, sizes: Sizes) -> dict[str, Any]:
     u = torch.randn(batch, steps, 1, generator=gen)
     target = torch.randn(batch, steps, 1, generator=gen)
     model = LFRModel(1, 1, **LFR)
+    optimizer = adam(model)
     engines = ("loop", "compiled")
     repeats = {"loop": sizes.loop_repeats, "compiled": sizes.repeats}
-    train = time_round_robin({e: train_step(model, u, target, mode=e) for e in engines}, repeats)
+    train = time_round_robin({e: train_step(model, u, target, optimizer, mode=e) for e in engines}, repeats)
     fwd = time_round_robin({e: forward_only(model, u, mode=e) for e in engines}, repeats)
     return {"config": LFR, "batch": batch, "steps": steps, "auto": model.engine("auto", "cpu"),
             "train_s": train, "forward_s": fwd,
@@ -242,6 +288,48 @@ def simulation_case(sizes: Sizes, peer: type[nn.Module] | None) -> dict[str, Any
     times = {"loop": loop["loop"] * sizes.simulation / sizes.loop_prefix, **times}
     return {"samples": sizes.simulation, "loop_measured_on": sizes.loop_prefix, "seconds": times,
             "speedup": {k: times["loop"] / v for k, v in times.items()}}
+
+
+def freerun_case(sizes: Sizes) -> dict[str, Any]:
+    """Forward-only simulation of the paper model over ``sizes.free_run`` samples, batch 1: scan, compiled, fused."""
+    model = DeepWiener(1, 1, **PAPER)
+    u = torch.randn(1, sizes.free_run, 1, generator=torch.Generator().manual_seed(0))
+    engines = ("scan", "compiled", "fused")
+    times = time_round_robin({e: forward_only(model, u, mode=e) for e in engines},
+                             dict.fromkeys(engines, 4 * sizes.repeats + 1))
+    return {"samples": sizes.free_run, "seconds": times, "vs_scan": {k: times["scan"] / v for k, v in times.items()}}
+
+
+COLD_START = """
+import json, sys, time
+start = time.perf_counter()
+import torch
+from deepwiener.models import DeepWiener
+imported = time.perf_counter()
+model = DeepWiener(1, 1, **json.loads(sys.argv[1]))
+u, target = torch.randn(30, 512, 1), torch.randn(30, 512, 1)
+seconds = []
+for _ in range(3):
+    t = time.perf_counter()
+    y, _ = model(u, mode="fused")
+    torch.mean((y - target) ** 2).backward()
+    seconds.append(time.perf_counter() - t)
+print(json.dumps({"import_s": imported - start, "steps_s": seconds}))
+"""
+
+
+def coldstart_case(sizes: Sizes) -> dict[str, Any]:
+    """First-call latency of the fused kernels in a fresh process: cold (an empty numba cache directory) and warm
+    (the same directory, filled by the cold run)."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for name in ("cold", "warm"):
+            out = subprocess.run([sys.executable, "-c", COLD_START, json.dumps(PAPER)], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            runs[name] = json.loads(out.splitlines()[-1])
+    return {"model": "paper, batch 30 x 512, forward + backward", **runs,
+            "first_call_s": {k: v["steps_s"][0] for k, v in runs.items()}}
 
 
 TIMING_C = """#define _POSIX_C_SOURCE 199309L
@@ -444,19 +532,29 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _training_table(name: str, case: dict[str, Any]) -> list[str]:
+def _training_table(name: str, case: dict[str, Any], floor: float) -> list[str]:
     b, t = case["batch"], case["steps"]
     lines = [f"### {name}: batch {b} x {t} (auto -> {case['auto']})", "",
-             _row(["engine", "fwd+bwd vs loop", "fwd+bwd [ms]", "forward vs loop", "forward [ms]"]),
-             "|---|---:|---:|---:|---:|"]
+             f"{case['flops']['train'] / 1e6:,.1f} MFLOP per training step, {case['flops']['forward'] / 1e6:,.1f} per "
+             f"forward; floor {floor:.0f} GFLOP/s (float32 matrix multiply, this run).", "",
+             _row(["engine", "step vs loop", "step [ms]", "step GFLOP/s", "of floor", "forward vs loop",
+                   "forward [ms]"]),
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for k in case["train_s"]:
-        lines.append(_row([k, f"{case['train_speedup'][k]:.1f}x", f"{case['train_s'][k] * 1e3:.1f}",
-                           f"{case['forward_speedup'][k]:.1f}x", f"{case['forward_s'][k] * 1e3:.1f}"]))
+        gf = case["train_gflops"][k]
+        lines.append(_row([k, f"{case['train_speedup'][k]:.1f}x", f"{case['train_s'][k] * 1e3:.1f}", f"{gf:.2f}",
+                           f"{gf / floor:.3f}", f"{case['forward_speedup'][k]:.1f}x",
+                           f"{case['forward_s'][k] * 1e3:.1f}"]))
     return [*lines, ""]
 
 
+def floor_gflops(result: dict[str, Any]) -> float:
+    """The run's matrix-multiply floor: the faster of its two measurements."""
+    return max(result["floor"]["gflops"].values())
+
+
 def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for each target of the issue."""
+    """(target, measured, met) for each target of the issues (the speed issue, then issue 22)."""
     paper, wide = result["paper"]["train_speedup"], result["wide"]["train_speedup"]
     best_paper = max((k for k in paper if k in ENGINES[1:]), key=paper.get)
     best_wide = max((k for k in wide if k in ENGINES[1:]), key=wide.get)
@@ -467,7 +565,24 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
             ("wide fwd+bwd >= 10x loop", f"{wide[best_wide]:.1f}x ({best_wide})", wide[best_wide] >= 10),
             ("wide forward scan <= 3x bandwidth bound", f"{ratio:.2f}x (compiled)", ratio <= 3),
             ("... bound with a fresh output (clone)", f"{ratio_alloc:.2f}x (compiled)", ratio_alloc <= 3),
-            ("streaming <= 50 us/sample (paper model)", f"{us:.1f} us", us <= 50)]
+            ("streaming <= 50 us/sample (paper model)", f"{us:.1f} us", us <= 50), *issue22(result)]
+
+
+def issue22(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The ratios of issue 22 (fused kernels), each measured in this process."""
+    paper = result["paper"]["train_s"]["scan"] / result["paper"]["train_s"]["fused"]
+    free = result["freerun"]["vs_scan"]["fused"]
+    floor = floor_gflops(result)
+    wide = result["wide"]["train_gflops"]["fused"] / floor
+    us = result["streaming"]["paper"]["us_per_sample"]["fast_stepper.step"]
+    cold = result["coldstart"]["first_call_s"]
+    return [("paper training step: fused >= 6x scan", f"{paper:.1f}x", paper >= 6),
+            (f"free run {result['freerun']['samples']:,} samples, batch 1: fused >= 5x scan", f"{free:.1f}x",
+             free >= 5),
+            ("wide training step: fused >= 0.5 x matmul GFLOP/s",
+             f"{wide:.2f} ({result['wide']['train_gflops']['fused']:.1f} of {floor:.0f} GFLOP/s)", wide >= 0.5),
+            ("streaming <= 2 us/sample (paper model)", f"{us:.2f} us", us <= 2),
+            ("first fused call, cold / warm numba cache", f"{cold['cold']:.1f} s / {cold['warm']:.2f} s", True)]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -477,12 +592,27 @@ def markdown(result: dict[str, Any]) -> str:
              f"Commit {result['commit']}; {m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads, "
              f"numba {m['numba']} ({m['numba_threading_layer']} layer), torch {m['torch']}; load average "
              f"{result['load_average']['start']} at start, {result['load_average']['end']} at end; "
-             f"env {m['env']}. Medians of round-robin repeats; ratios are loop time / engine time in one process.",
+             f"env {m['env']}. Medians of round-robin repeats; ratios are loop time / engine time in one process. "
+             f"Training steps include a plain Adam step. Matrix-multiply floor (float32, n = "
+             f"{result['floor']['n']}): {result['floor']['gflops']['start']:.0f} GFLOP/s at the start, "
+             f"{result['floor']['gflops']['end']:.0f} at the end.",
              "", "### Targets", "", _row(["target", "measured", "met"]), "|---|---|---|"]
     lines += [_row([t, v, "yes" if ok else "**no**"]) for t, v, ok in targets(result)]
-    lines += ["", *_training_table("Paper model (LRU 4 x 3 channels x 6 states, ELU)", result["paper"]),
-              *_training_table("Wide model (LRU 4 x 64 channels x 64 states, ELU)", result["wide"]),
-              *_training_table("LFR model (8 states, 16-channel perceptron in the loop)", result["lfr"])]
+    floor = floor_gflops(result)
+    lines += ["", *_training_table("Paper model (LRU 4 x 3 channels x 6 states, ELU)", result["paper"], floor),
+              *_training_table("Wide model (LRU 4 x 64 channels x 64 states, ELU)", result["wide"], floor),
+              *_lfr_table(result["lfr"])]
+    free = result["freerun"]
+    lines += [f"### Free run: paper model, {free['samples']:,} samples, batch 1, forward only", "",
+              _row(["engine", "vs scan", "time [ms]"]), "|---|---:|---:|"]
+    lines += [_row([k, f"{free['vs_scan'][k]:.1f}x", f"{v * 1e3:.2f}"]) for k, v in free["seconds"].items()]
+    cold = result["coldstart"]
+    lines += ["", f"### First call of the fused kernels ({cold['model']}), fresh processes", "",
+              _row(["numba cache", "import [s]", "1st step [s]", "2nd step [s]", "3rd step [s]"]),
+              "|---|---:|---:|---:|---:|"]
+    lines += [_row([k, f"{cold[k]['import_s']:.2f}", *(f"{x:.3f}" for x in cold[k]["steps_s"])])
+              for k in ("cold", "warm")]
+    lines += [""]
     sim = result["simulation"]
     lines += [f"### Simulation: paper model, {sim['samples']:,} samples, batch 1, forward only", "",
               _row(["engine", "vs loop", "time [s]"]), "|---|---:|---:|"]
@@ -515,6 +645,18 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _lfr_table(case: dict[str, Any]) -> list[str]:
+    """The LFR case's table (no FLOP count: its map is not a deep Wiener stack)."""
+    b, t = case["batch"], case["steps"]
+    lines = [f"### LFR model (8 states, 16-channel perceptron in the loop): batch {b} x {t} (auto -> "
+             f"{case['auto']})", "", _row(["engine", "step vs loop", "step [ms]", "forward vs loop", "forward [ms]"]),
+             "|---|---:|---:|---:|---:|"]
+    for k in case["train_s"]:
+        lines.append(_row([k, f"{case['train_speedup'][k]:.1f}x", f"{case['train_s'][k] * 1e3:.1f}",
+                           f"{case['forward_speedup'][k]:.1f}x", f"{case['forward_s'][k] * 1e3:.1f}"]))
+    return [*lines, ""]
+
+
 CASES: dict[str, Callable[[Sizes, type[nn.Module] | None], dict[str, Any]]] = {
     "streaming": lambda sizes, peer: streaming_case(sizes),
     "paper": lambda sizes, peer: training_case(PAPER, *sizes.paper, sizes, peer),
@@ -522,6 +664,8 @@ CASES: dict[str, Callable[[Sizes, type[nn.Module] | None], dict[str, Any]]] = {
     "lfr": lambda sizes, peer: lfr_case(*sizes.lfr, sizes),
     "simulation": simulation_case,
     "bandwidth": lambda sizes, peer: bandwidth_case(*sizes.wide, sizes),
+    "freerun": lambda sizes, peer: freerun_case(sizes),
+    "coldstart": lambda sizes, peer: coldstart_case(sizes),
 }
 
 
@@ -537,7 +681,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else Sizes()
     out = args.out or RESULTS / ("speed-quick" if args.quick else "speed")
-    if not (compiled.available() and feedback.available()):
+    if not (compiled.available() and feedback.available() and fused.available()):
         raise SystemExit("the compiled engines are unavailable: pip install 'deepwiener[fast]'")
     peer, peer_note = peer_layer()
     if args.only:
@@ -545,6 +689,7 @@ def main() -> None:
     else:
         result = {"commit": git_commit(), "peer": peer_note, "sizes": dataclasses.asdict(sizes)}
     load_start = os.getloadavg()
+    floor_start = matmul_gflops(sizes.floor_n, sizes.repeats)
     for name in args.only or CASES:
         start, case_load = time.perf_counter(), os.getloadavg()
         result[name] = CASES[name](sizes, peer)
@@ -552,6 +697,8 @@ def main() -> None:
             result[name]["measured"] = {"commit": git_commit(), "sizes": dataclasses.asdict(sizes), "load_average": {
                 "start": [round(x, 2) for x in case_load], "end": [round(x, 2) for x in os.getloadavg()]}}
         print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    result["floor"] = {"n": sizes.floor_n, "commit": git_commit(),
+                       "gflops": {"start": floor_start, "end": matmul_gflops(sizes.floor_n, sizes.repeats)}}
     if not args.only:
         result["load_average"] = {"start": [round(x, 2) for x in load_start],
                                   "end": [round(x, 2) for x in os.getloadavg()]}

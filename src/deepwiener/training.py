@@ -329,6 +329,16 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     ]
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`parameter_groups`, as one fused kernel per step where PyTorch has one for the parameters'
+    device and dtype (``fused=True``; the CPU and CUDA in float32 and float64), else multi-tensor (``foreach``)."""
+    groups = parameter_groups(model, config)
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except RuntimeError:  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(groups, foreach=True)
+
+
 def _check_records_dt(records: Sequence[IOData], reference: IOData) -> None:
     """Every record must share the sampling time of ``reference`` (see ``data.iodata.check_dt``)."""
     for rec in records:
@@ -513,7 +523,7 @@ def _train_loop(
     ``on_epoch``; the numbers that decide what comes next (time, training loss, validation RMSE, the checkpoint to
     resume) are rank 0's on every rank (``World.from_main``)."""
     net = world.wrap(model)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config))
+    optimizer = make_optimizer(model, config)
     schedule = _Schedule(config)
     gen = torch.Generator().manual_seed(config.seed)
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": 0,

@@ -147,73 +147,87 @@ def _add_bias(out, bias):  # pragma: no cover - runs compiled
             out[r, t] += c
 
 
-def _gelu(z):  # pragma: no cover - runs compiled
-    return 0.5 * z * (1.0 + math.erf(z * _SQRT_HALF))
+def _gelu(z, k):  # pragma: no cover - runs compiled
+    """gelu(z) with the typed constants k (:func:`_constants`)."""
+    return k[2] * z * (k[1] + math.erf(z * k[3]))
 
 
-def _gelu_slope(z):  # pragma: no cover - runs compiled
-    return 0.5 * (1.0 + math.erf(z * _SQRT_HALF)) + z * math.exp(-0.5 * z * z) * _INV_SQRT_2PI
+def _gelu_slope(z, k):  # pragma: no cover - runs compiled
+    return k[2] * (k[1] + math.erf(z * k[3])) + z * math.exp(-k[2] * z * z) * k[4]
+
+
+def _constants(like):  # pragma: no cover - runs compiled
+    """The maps' constants in the dtype of the array ``like`` (so that float32 stays float32: a float64 literal
+    would promote every operation it meets): 0, 1, 1/2, 1/sqrt(2), 1/sqrt(2 pi), sqrt(2/pi), 0.044715, 2, 3."""
+    k = np.empty(9, like.dtype)
+    k[0], k[1], k[2], k[3], k[4], k[5], k[6] = 0.0, 1.0, 0.5, _SQRT_HALF, _INV_SQRT_2PI, _GELU_TANH_C, _GELU_TANH_K
+    k[7], k[8] = 2.0, 3.0
+    return k
 
 
 def _channel_map(kind, Z, P, out, Q, need):  # pragma: no cover - runs compiled
     """out = sigma(Z) for a per-channel map; Z (d, N) holds z = eta + bias, P (3, d): bias, p1, p2. With ``need``,
     Q (2, d, N) gets sigma'(z) and d sigma / d p1 (what the adjoint needs, so that it calls no transcendental)."""
     d, N = Z.shape
+    k = _constants(Z)
+    zero, one, half, c, cubic, two, three = k[0], k[1], k[2], k[5], k[6], k[7], k[8]
     for o in range(d):
         p1, p2 = P[1, o], P[2, o]
+        z_, out_, slope, dp1 = Z[o], out[o], Q[0, o], Q[1, o]
         if kind == 0:
             for t in range(N):
-                out[o, t] = Z[o, t]
+                out_[t] = z_[t]
                 if need:
-                    Q[0, o, t] = 1.0
+                    slope[t] = one
         elif kind == 1:
             for t in range(N):
-                z = Z[o, t]
-                out[o, t] = z if z > 0 else 0.0
+                z = z_[t]
+                out_[t] = z if z > zero else zero
                 if need:
-                    Q[0, o, t] = 1.0 if z > 0 else 0.0
+                    slope[t] = one if z > zero else zero
         elif kind == 2:
             for t in range(N):
-                th = math.tanh(Z[o, t])
-                out[o, t] = th
+                th = math.tanh(z_[t])
+                out_[t] = th
                 if need:
-                    Q[0, o, t] = 1.0 - th * th
+                    slope[t] = one - th * th
         elif kind == 3:
             for t in range(N):
-                z = Z[o, t]
-                e = math.exp(min(z, 0.0))
-                out[o, t] = z if z > 0 else p1 * (e - 1.0)
+                z = z_[t]
+                e = math.exp(min(z, zero))
+                positive = z > zero
+                out_[t] = z if positive else p1 * (e - one)
                 if need:
-                    Q[0, o, t] = 1.0 if z > 0 else p1 * e
-                    Q[1, o, t] = 0.0 if z > 0 else e - 1.0
+                    slope[t] = one if positive else p1 * e
+                    dp1[t] = zero if positive else e - one
         elif kind == 4:
             for t in range(N):
-                z = Z[o, t]
-                out[o, t] = _gelu(z)
+                z = z_[t]
+                out_[t] = _gelu(z, k)
                 if need:
-                    Q[0, o, t] = _gelu_slope(z)
+                    slope[t] = _gelu_slope(z, k)
         elif kind == 5:
             for t in range(N):
-                z = Z[o, t]
-                th = math.tanh(_GELU_TANH_C * (z + _GELU_TANH_K * z * z * z))
-                out[o, t] = 0.5 * z * (1.0 + th)
+                z = z_[t]
+                th = math.tanh(c * (z + cubic * z * z * z))
+                out_[t] = half * z * (one + th)
                 if need:
-                    Q[0, o, t] = 0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * _GELU_TANH_C * (
-                        1.0 + 3 * _GELU_TANH_K * z * z)
+                    slope[t] = half * (one + th) + half * z * (one - th * th) * c * (one + three * cubic * z * z)
         elif kind == 6:
             for t in range(N):
-                z = Z[o, t]
-                out[o, t] = z + p1 * z * z + p2 * z * z * z
+                z = z_[t]
+                out_[t] = z + p1 * z * z + p2 * z * z * z
                 if need:
-                    Q[0, o, t] = 1.0 + 2.0 * p1 * z + 3.0 * p2 * z * z
-                    Q[1, o, t] = z * z
+                    slope[t] = one + two * p1 * z + three * p2 * z * z
+                    dp1[t] = z * z
         else:
             for t in range(N):
-                th = math.tanh(Z[o, t])
-                out[o, t] = Z[o, t] + p1 * th
+                z = z_[t]
+                th = math.tanh(z)
+                out_[t] = z + p1 * th
                 if need:
-                    Q[0, o, t] = 1.0 + p1 * (1.0 - th * th)
-                    Q[1, o, t] = th
+                    slope[t] = one + p1 * (one - th * th)
+                    dp1[t] = th
 
 
 def _channel_map_adjoint(kind, Z, Q, G, GZ, gP):  # pragma: no cover - runs compiled
@@ -317,6 +331,7 @@ def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c
     L = lr.shape[0]
     N = u.shape[1]
     batch = x0.shape[2]
+    k = _constants(u)
     _mm(We, u, V[0], False)
     _add_bias(V[0], be)
     for layer in range(L):
@@ -335,7 +350,7 @@ def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c
             d = z.shape[0]
             for o in range(d):
                 for t in range(N):
-                    out[o, t] = h[o, t] / (1.0 + math.exp(-h[d + o, t]))
+                    out[o, t] = h[o, t] / (k[1] + math.exp(-h[d + o, t]))
         elif kind == 9:
             h = H[layer]
             _mm(W1[layer], z, h, False)
@@ -343,7 +358,7 @@ def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c
             act = np.empty_like(h)
             for r in range(h.shape[0]):
                 for t in range(N):
-                    act[r, t] = _gelu(h[r, t])
+                    act[r, t] = _gelu(h[r, t], k)
             _mm(W2[layer], act, out, False)
             _add_bias(out, c2[layer])
         else:
@@ -372,6 +387,7 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
     d, N = V.shape[1], V.shape[2]
     n2 = S.shape[1]
     batch = x0.shape[2]
+    k = _constants(V)
     G = np.empty((d, N), V.dtype)
     GV = np.empty((d, N), V.dtype)
     GZ = np.empty((d, N), V.dtype)
@@ -389,9 +405,9 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
             gh = np.empty_like(h)
             for o in range(d):
                 for t in range(N):
-                    sg = 1.0 / (1.0 + math.exp(-h[d + o, t]))
+                    sg = k[1] / (k[1] + math.exp(-h[d + o, t]))
                     gh[o, t] = G[o, t] * sg
-                    gh[d + o, t] = G[o, t] * h[o, t] * sg * (1.0 - sg)
+                    gh[d + o, t] = G[o, t] * h[o, t] * sg * (k[1] - sg)
             _outer(gh, z, gW1[layer], 0, 0, N)
             _row_sums(gh, gc1[layer])
             _mm_t(W1[layer], gh, GZ, False)
@@ -400,13 +416,13 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
             act = np.empty_like(h)
             for r in range(h.shape[0]):
                 for t in range(N):
-                    act[r, t] = _gelu(h[r, t])
+                    act[r, t] = _gelu(h[r, t], k)
             _outer(G, act, gW2[layer], 0, 0, N)
             _row_sums(G, gc2[layer])
             _mm_t(W2[layer], G, act, False)  # act <- dL/d gelu(h)
             for r in range(h.shape[0]):
                 for t in range(N):
-                    act[r, t] *= _gelu_slope(h[r, t])
+                    act[r, t] *= _gelu_slope(h[r, t], k)
             _outer(act, z, gW1[layer], 0, 0, N)
             _row_sums(act, gc1[layer])
             _mm_t(W1[layer], act, GZ, False)
@@ -440,10 +456,11 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
 
 if numba_runtime.numba is not None:  # jitted lazily: compiled into the kernels on their first use
     _mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence, _recurrence_adjoint, \
-        _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope = (
+        _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope, _constants = (
             numba_runtime.jit(f, parallel=False) for f in (
                 _mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence,
-                _recurrence_adjoint, _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope))
+                _recurrence_adjoint, _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope,
+                _constants))
     _dot, _total = (numba_runtime.jit(f, parallel=False, reassociate=True) for f in (_dot, _total))
 
 
@@ -476,14 +493,15 @@ def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nx
 
 
 def _build() -> dict[str, Callable[..., None]]:
-    """Create the numba dispatchers and run them once on a tiny stack."""
+    """Create the numba dispatchers and run them once on a tiny float32 stack (the training dtype: its compilation
+    is the one every first training step needs; float64 compiles on its first use)."""
     kernels = {"forward": numba_runtime.jit(_forward_kernel), "backward": numba_runtime.jit(_backward_kernel)}
-    params = StackParams.zeros(n_u=1, n_y=1, d=2, n=1, layers=1, hidden=0, skip_matrix=False, dtype=torch.float64)
-    u = torch.ones(1, 2, 1, dtype=torch.float64)
-    x0 = torch.zeros(1, 2, 1, dtype=torch.float64)
+    params = StackParams.zeros(n_u=1, n_y=1, d=2, n=1, layers=1, hidden=0, skip_matrix=False, dtype=torch.float32)
+    u = torch.ones(1, 2, 1)
+    x0 = torch.zeros(1, 2, 1)
     saved = _run_forward(params, u, x0, "elu", "identity", True, True, kernels["forward"], 1)
-    _run_backward(params, "elu", "identity", True, saved, torch.ones(1, 2, 1, dtype=torch.float64),
-                  torch.zeros_like(x0), kernels["backward"])
+    _run_backward(params, "elu", "identity", True, saved, torch.ones(1, 2, 1), torch.zeros_like(x0),
+                  kernels["backward"])
     return kernels
 
 

@@ -93,8 +93,8 @@ class Kernels:
     def require(self) -> None:
         """Raise :class:`CompiledUnavailableError` unless :meth:`available`."""
         if not self.available():
-            raise CompiledUnavailableError(f"the {self.name} is unavailable: {self._failure}; modes 'compiled' and "
-                                           f"'fused' need numba: {INSTALL_HINT}")
+            raise CompiledUnavailableError(f"the {self.name} is unavailable: {self._failure}; mode 'compiled' needs "
+                                           f"numba: {INSTALL_HINT}")
 
     def __getitem__(self, name: str) -> Callable[..., Any]:
         """A built dispatcher.
