@@ -32,6 +32,7 @@ first use, cached on disk, ``Kernels``); :func:`stack` is the entry point.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ SKIP_KINDS: dict[str, int] = {"none": 0, "identity": 1, "linear": 2}
 
 _PARALLEL_MIN_WORK = 1 << 16
 """Stacks with fewer ``N * (d + 2n)`` elements per layer run as one chunk on one thread (a launch costs more)."""
+
+_POOL_BYTES = 256 << 20
+"""The most bytes of arrays kept for reuse (:class:`_Pool`)."""
 
 _SUM_BLOCK = 1024
 """Terms per partial sum of a gradient's sum over columns (summed in the data's dtype, the partial sums in
@@ -165,9 +169,10 @@ def _constants(like):  # pragma: no cover - runs compiled
     return k
 
 
-def _channel_map(kind, Z, P, out, Q, need):  # pragma: no cover - runs compiled
-    """out = sigma(Z) for a per-channel map; Z (d, N) holds z = eta + bias, P (3, d): bias, p1, p2. With ``need``,
-    Q (2, d, N) gets sigma'(z) and d sigma / d p1 (what the adjoint needs, so that it calls no transcendental)."""
+def _channel_map(kind, Z, P, out, Q):  # pragma: no cover - runs compiled
+    """out = sigma(Z) for a per-channel map; Z (d, N) holds z = eta + bias, P (3, d): bias, p1, p2. Q (2, d, N) gets
+    sigma'(z) and d sigma / d p1 (what the adjoint needs, so that it calls no transcendental; always written: a
+    branch in the loop measured slower than the stores)."""
     d, N = Z.shape
     k = _constants(Z)
     zero, one, half, c, cubic, two, three = k[0], k[1], k[2], k[5], k[6], k[7], k[8]
@@ -177,57 +182,49 @@ def _channel_map(kind, Z, P, out, Q, need):  # pragma: no cover - runs compiled
         if kind == 0:
             for t in range(N):
                 out_[t] = z_[t]
-                if need:
-                    slope[t] = one
+                slope[t] = one
         elif kind == 1:
             for t in range(N):
                 z = z_[t]
                 out_[t] = z if z > zero else zero
-                if need:
-                    slope[t] = one if z > zero else zero
+                slope[t] = one if z > zero else zero
         elif kind == 2:
             for t in range(N):
                 th = math.tanh(z_[t])
                 out_[t] = th
-                if need:
-                    slope[t] = one - th * th
+                slope[t] = one - th * th
         elif kind == 3:
             for t in range(N):
                 z = z_[t]
                 e = math.exp(min(z, zero))
                 positive = z > zero
                 out_[t] = z if positive else p1 * (e - one)
-                if need:
-                    slope[t] = one if positive else p1 * e
-                    dp1[t] = zero if positive else e - one
+                slope[t] = one if positive else p1 * e
+                dp1[t] = zero if positive else e - one
         elif kind == 4:
             for t in range(N):
                 z = z_[t]
                 out_[t] = _gelu(z, k)
-                if need:
-                    slope[t] = _gelu_slope(z, k)
+                slope[t] = _gelu_slope(z, k)
         elif kind == 5:
             for t in range(N):
                 z = z_[t]
                 th = math.tanh(c * (z + cubic * z * z * z))
                 out_[t] = half * z * (one + th)
-                if need:
-                    slope[t] = half * (one + th) + half * z * (one - th * th) * c * (one + three * cubic * z * z)
+                slope[t] = half * (one + th) + half * z * (one - th * th) * c * (one + three * cubic * z * z)
         elif kind == 6:
             for t in range(N):
                 z = z_[t]
                 out_[t] = z + p1 * z * z + p2 * z * z * z
-                if need:
-                    slope[t] = one + two * p1 * z + three * p2 * z * z
-                    dp1[t] = z * z
+                slope[t] = one + two * p1 * z + three * p2 * z * z
+                dp1[t] = z * z
         else:
             for t in range(N):
                 z = z_[t]
                 th = math.tanh(z)
                 out_[t] = z + p1 * th
-                if need:
-                    slope[t] = one + p1 * (one - th * th)
-                    dp1[t] = th
+                slope[t] = one + p1 * (one - th * th)
+                dp1[t] = th
 
 
 def _channel_map_adjoint(kind, Z, Q, G, GZ, gP):  # pragma: no cover - runs compiled
@@ -256,8 +253,16 @@ def _channel_map_adjoint(kind, Z, Q, G, GZ, gP):  # pragma: no cover - runs comp
 def _recurrence(lr, li, S, x0, batch):  # pragma: no cover - runs compiled
     """In place: S (2n, N) holds B v on entry and the states x[k+1] = lam x[k] + B v[k] on exit, x[0] = x0 (2n, B).
 
-    Loops: step k, state i, batch row b (contiguous 1-D views: vectorised)."""
+    Loops: step k, state i, batch row b (contiguous 1-D views: vectorised); one batch row: step k, state i (the
+    states' chains overlap in the pipeline)."""
     n = lr.shape[0]
+    if batch == 1:
+        for k in range(S.shape[1]):
+            for i in range(n):
+                pr, pi = (S[i, k - 1], S[n + i, k - 1]) if k > 0 else (x0[i, 0], x0[n + i, 0])
+                S[i, k] += lr[i] * pr - li[i] * pi
+                S[n + i, k] += lr[i] * pi + li[i] * pr
+        return
     for k in range(S.shape[1] // batch):
         t = k * batch
         prev, p0 = (S, t - batch) if k > 0 else (x0, 0)
@@ -326,7 +331,7 @@ def _shift_columns(Z, x_part, batch):  # pragma: no cover - runs compiled
 def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c2, Wd, bd, x0, nxt, need, V, S,
                    Z, H, Q, Y, xT):  # pragma: no cover - runs compiled
     """The stack's forward pass on one chunk of batch rows; writes the saved activations V (L+1, d, N),
-    S (L, 2n, N), Z (L, d, N), H (L, h, N), Q (L, 2, d, N) (with ``need``), the output Y (n_y, N) and the final
+    S (L, 2n, N), Z (L, d, N), H (L, h, N), Q (L, 2, d, N) (without ``need`` one layer's, reused), the output Y (n_y, N) and the final
     states xT (L, 2n, B). Shapes of the parameters: see :class:`StackParams`."""
     L = lr.shape[0]
     N = u.shape[1]
@@ -362,7 +367,7 @@ def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c
             _mm(W2[layer], act, out, False)
             _add_bias(out, c2[layer])
         else:
-            _channel_map(kind, z, P[layer], out, Q[layer], need)
+            _channel_map(kind, z, P[layer], out, Q[layer if need else 0])
         if skip == 1:
             for o in range(out.shape[0]):
                 for t in range(N):
@@ -377,21 +382,18 @@ def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c
     _add_bias(Y, bd)
 
 
-def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt, V, S, Z, H, Q, gY, gxT,
+def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt, V, S, Z, H, Q, W, MU, gY, gxT,
                     gu, gWe, gbe, glam, gBs, gCs, gD, gF, gP, gW1, gc1, gW2, gc2, gWd, gbd,
                     gx0):  # pragma: no cover - runs compiled
     """The stack's adjoint pass on one chunk (module docstring): from gY (n_y, N) and gxT (L, 2n, B), add every
     parameter's gradient into its zero-initialised float64 array (g-prefixed, shaped like the parameter) and write
-    gu (n_u, N) and gx0 (L, 2n, B)."""
+    gu (n_u, N) and gx0 (L, 2n, B); W (3, d, N) and MU (2n, N) are scratch."""
     L = lr.shape[0]
     d, N = V.shape[1], V.shape[2]
     n2 = S.shape[1]
     batch = x0.shape[2]
     k = _constants(V)
-    G = np.empty((d, N), V.dtype)
-    GV = np.empty((d, N), V.dtype)
-    GZ = np.empty((d, N), V.dtype)
-    MU = np.empty((n2, N), V.dtype)
+    G, GV, GZ = W[0], W[1], W[2]
     if N == 0:
         gx0[:, :, :] = gxT
         return
@@ -477,13 +479,13 @@ def _forward_kernel(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, 
                        need, V[c], S[c], Z[c], H[c], Q[c], Y[c], xT[c])
 
 
-def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt, V, S, Z, H, Q, gY, gxT,
+def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt, V, S, Z, H, Q, W, MU, gY, gxT,
                      gu, gWe, gbe, glam, gBs, gCs, gD, gF, gP, gW1, gc1, gW2, gc2, gWd, gbd,
                      gx0):  # pragma: no cover - runs compiled
     """:func:`_backward_chunk` on each chunk in parallel; each chunk adds into its own slot of the gradients."""
     for c in prange(u.shape[0]):
         _backward_chunk(u[c], We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0[c], nxt, V[c], S[c], Z[c], H[c],
-                        Q[c], gY[c], gxT[c], gu[c], gWe[c], gbe[c], glam[c], gBs[c], gCs[c], gD[c], gF[c], gP[c],
+                        Q[c], W[c], MU[c], gY[c], gxT[c], gu[c], gWe[c], gbe[c], glam[c], gBs[c], gCs[c], gD[c], gF[c], gP[c],
                         gW1[c], gc1[c], gW2[c], gc2[c], gWd[c], gbd[c], gx0[c])
 
 
@@ -571,6 +573,51 @@ class StackParams:
                    z(L, hidden, d), z(L, hidden), z(L, d, hidden), z(L, d), z(n_y, d), z(n_y))
 
 
+class _Pool:
+    """Arrays of the kernels kept for reuse: the saved activations once their autograd graph is gone, the scratch
+    of a pass once it ends. A fresh multi-megabyte array costs a page fault per 4 kB on first touch (measured
+    ~1,500 faults, 2-3 ms of system time, per training step of the paper model); a reused one costs none.
+    Holds at most ``_POOL_BYTES``; thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._free: list[Tensor] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """An uninitialised tensor of this shape and dtype (a kept one if there is one)."""
+        with self._lock:
+            for i, t in enumerate(self._free):
+                if t.shape == shape and t.dtype == dtype:
+                    return self._free.pop(i)
+        return torch.empty(shape, dtype=dtype)
+
+    def give(self, tensors: list[Tensor]) -> None:
+        """Keep these tensors for reuse (the newest first, within the limit); nothing may use them any more."""
+        with self._lock:
+            self._free = [*tensors, *self._free]
+            total = 0
+            for i, t in enumerate(self._free):
+                total += t.numel() * t.element_size()
+                if total > self._limit:
+                    del self._free[i:]
+                    break
+
+
+_POOL = _Pool(_POOL_BYTES)
+
+
+class _Saved(dict):
+    """The arrays one forward keeps for its backward; given back to the pool when the autograd graph (and so this
+    dict) is freed."""
+
+    def __del__(self) -> None:
+        _POOL.give([self[k] for k in _POOLED if k in self])
+
+
+_POOLED = ("V", "S", "Z", "H", "Q")
+
+
 def _np(t: Tensor) -> np.ndarray:
     """A detached, contiguous tensor's numpy view (a copy only when not contiguous)."""
     return t.detach().contiguous().numpy()
@@ -624,10 +671,11 @@ def _run_forward(p: StackParams, u: Tensor, x0: Tensor, kind: str, skip: str, nx
     rows = -(-batch // chunks)
     N = rows * steps
     dtype = p.Bs.dtype
-    saved: dict[str, Any] = {"u": _to_chunks(u, chunks), "x0": _states_to_chunks(x0, chunks), "chunks": chunks}
+    saved = _Saved(u=_to_chunks(u, chunks), x0=_states_to_chunks(x0, chunks), chunks=chunks)
     shapes = {"V": (L + 1, d, N), "S": (L, n2, N), "Z": (L, d, N), "H": (L, p.W1.shape[1], N),
-              "Q": (L, 2, d, N) if need else (L, 2, 0, 0), "Y": (p.Wd.shape[0], N), "xT": (L, n2, rows)}
-    saved.update({k: torch.empty(chunks, *shape, dtype=dtype) for k, shape in shapes.items()})
+              "Q": (L if need else 1, 2, d, N)}
+    saved.update({k: _POOL.take((chunks, *shape), dtype) for k, shape in shapes.items()})
+    saved.update(Y=torch.empty(chunks, p.Wd.shape[0], N, dtype=dtype), xT=torch.empty(chunks, L, n2, rows, dtype=dtype))
     args = (saved["u"].numpy(), _np(p.We), _np(p.be), _np(p.lam[:, 0]), _np(p.lam[:, 1]), _np(p.Bs), _np(p.Cs),
             _np(p.D), _np(p.F), SKIP_KINDS[skip], MAP_KINDS[kind], _np(p.P), _np(p.W1), _np(p.c1), _np(p.W2),
             _np(p.c2), _np(p.Wd), _np(p.bd), saved["x0"].numpy(), nxt, need,
@@ -638,6 +686,8 @@ def _run_forward(p: StackParams, u: Tensor, x0: Tensor, kind: str, skip: str, nx
         kernel(*args)
     saved["y"] = _from_chunks(saved.pop("Y"), batch, steps)
     saved["xT"] = _states_from_chunks(saved["xT"], batch)
+    if not need:  # the activations were scratch
+        _POOL.give([saved.pop(k) for k in _POOLED])
     return saved
 
 
@@ -652,16 +702,20 @@ def _run_backward(p: StackParams, kind: str, skip: str, nxt: bool, saved: dict[s
     grads = tuple(torch.zeros(chunks, *t.shape, dtype=torch.float64) for t in p.tensors())
     gu = torch.empty_like(u)
     gx0 = torch.empty_like(x0)
+    L, n2, d = p.Bs.shape
+    scratch = [_POOL.take((chunks, 3, d, u.shape[2]), p.Bs.dtype), _POOL.take((chunks, n2, u.shape[2]), p.Bs.dtype)]
     g = dict(zip(StackParams.__dataclass_fields__, (t.numpy() for t in grads), strict=True))
     args = (u.numpy(), _np(p.We), _np(p.lam[:, 0]), _np(p.lam[:, 1]), _np(p.Bs), _np(p.Cs), _np(p.D), _np(p.F),
             SKIP_KINDS[skip], MAP_KINDS[kind], _np(p.W1), _np(p.W2), _np(p.Wd), x0.numpy(), nxt,
-            *(saved[k].numpy() for k in ("V", "S", "Z", "H", "Q")), _to_chunks(gy, chunks).numpy(),
+            *(saved[k].numpy() for k in ("V", "S", "Z", "H", "Q")), *(t.numpy() for t in scratch),
+            _to_chunks(gy, chunks).numpy(),
             _states_to_chunks(gxT, chunks).numpy(), gu.numpy(), g["We"], g["be"], g["lam"], g["Bs"], g["Cs"], g["D"],
             g["F"], g["P"], g["W1"], g["c1"], g["W2"], g["c2"], g["Wd"], g["bd"], gx0.numpy())
     if kernel is None:
         KERNELS.launch("backward", chunks, *args)
     else:
         kernel(*args)
+    _POOL.give(scratch)
     dtype = p.Bs.dtype
     return (_from_chunks(gu, batch, steps), tuple(t.sum(0).to(dtype) for t in grads),
             _states_from_chunks(gx0, batch))
@@ -676,18 +730,20 @@ class _FusedStack(torch.autograd.Function):
                 *tensors: Tensor) -> tuple[Tensor, Tensor]:
         p = StackParams(*(t.detach() for t in tensors))
         saved = _run_forward(p, u.detach(), x0.detach(), kind, skip, nxt, need)
-        ctx.kind, ctx.skip, ctx.nxt = kind, skip, nxt
+        y, xT = saved.pop("y"), saved.pop("xT")  # not kept in ctx: y -> its graph -> ctx -> y would be a cycle
+        ctx.kind, ctx.skip, ctx.nxt, ctx.shapes = kind, skip, nxt, (y.shape, xT.shape)
         ctx.saved = saved if need else None
         ctx.save_for_backward(*tensors)
-        return saved["y"], saved["xT"]
+        return y, xT
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, gy: Tensor | None, gxT: Tensor | None) -> tuple[Tensor | None, ...]:
         p = StackParams(*(t.detach() for t in ctx.saved_tensors))
         saved = ctx.saved
-        gy = torch.zeros_like(saved["y"]) if gy is None else gy.detach()
-        gxT = torch.zeros_like(saved["xT"]) if gxT is None else gxT.detach()
+        y_shape, xT_shape = ctx.shapes
+        gy = torch.zeros(y_shape, dtype=p.Bs.dtype) if gy is None else gy.detach()
+        gxT = torch.zeros(xT_shape, dtype=p.Bs.dtype) if gxT is None else gxT.detach()
         gu, grads, gx0 = _run_backward(p, ctx.kind, ctx.skip, ctx.nxt, saved, gy, gxT)
         need = ctx.needs_input_grad
         return (None, None, None, None, gu if need[4] else None, gx0 if need[5] else None,
