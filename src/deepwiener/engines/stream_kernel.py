@@ -28,7 +28,7 @@ import numpy as np
 from deepwiener.engines import numba_runtime
 from deepwiener.engines.numba_runtime import Kernels
 
-__all__ = ["ACTIVATIONS", "KERNELS", "SKIPS", "StreamParams", "run"]
+__all__ = ["ACTIVATIONS", "KERNELS", "SKIPS", "StreamParams", "bind", "run"]
 
 
 # Activation codes of the kernel (one per block).
@@ -179,6 +179,16 @@ def _run(u, x, enc_W, enc_b, dec_W, dec_b, flags, eps, norm, A, B, C, D, act, F)
     return y
 
 
+@_jit
+def _one(u, y, x, work, enc_W, enc_b, dec_W, dec_b, flags, eps, norm, A, B, C, D, act, F):  # pragma: no cover
+    """One sample u (n_u,) -> y (n_y,) (written) from the state ``x`` (L, N) (updated in place), with the scratch
+    ``work`` (:func:`bind`) instead of fresh arrays."""
+    d = enc_b.shape[0]
+    xw, vwe = work[0], work[1].real
+    _sample(u, y, x, xw, vwe[0:d], vwe[d : 2 * d], vwe[2 * d : 3 * d], enc_W, enc_b, dec_W, dec_b, flags, eps, norm,
+            A, B, C, D, act, F)
+
+
 class StreamParams(NamedTuple):
     """The model as flat arrays, in the kernel's argument order (shapes in :func:`_sample`)."""
 
@@ -211,6 +221,31 @@ def _build() -> dict[str, Callable[..., Any]]:
 
 KERNELS = Kernels("compiled streaming kernel", _build)
 """The streaming kernel, built on first use (``numba_runtime``)."""
+
+
+def bind(params: StreamParams, x: np.ndarray) -> Callable[[np.ndarray, np.ndarray], None]:
+    """A one-sample call for one parameter set and one state array: ``one(u, y)`` with u (n_u,) float64 writes
+    y (n_y,) float64 and advances ``x`` in place, without allocating (its scratch is bound here).
+
+    The compiled overload for these argument types is looked up once and called directly: numba's type dispatch of
+    seventeen arguments costs about as much as the sample's arithmetic. Where the overload is not found (another
+    numba), the dispatcher is called.
+
+    Raises:
+        numba_runtime.CompiledUnavailableError: the kernel cannot run (numba missing).
+    """
+    KERNELS.require()
+    d = params.enc_b.shape[0]
+    work = np.zeros((2, max(x.shape[1], 3 * d)), dtype=np.complex128)
+    u, y = np.zeros(params.enc_W.shape[1]), np.zeros(params.dec_b.shape[0])
+    _one(u, y, x.copy(), work, *params)  # compiled (or loaded from the cache) for these types
+    overload = _one.overloads.get(tuple(numba_runtime.numba.typeof(a) for a in (u, y, x, work, *params)))
+    kernel = _one if overload is None else overload.entry_point
+
+    def one(u: np.ndarray, y: np.ndarray) -> None:
+        kernel(u, y, x, work, *params)
+
+    return one
 
 
 def run(params: StreamParams, u: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -129,6 +129,7 @@ class CompiledStreamer(Streamer):
         self._x = np.zeros(params.B.shape[:2], dtype=np.complex128)  # (L, N)
         self._total = np.zeros(self.n_y) if model.integrates_output else None  # the output integrator's sum
         self._split_state, self._join_state = model.split_state, model.join_state
+        self._one = stream_kernel.bind(params, self._x)
 
     def reset(self, state: tuple[Tensor, ...] | None = None) -> None:
         if state is None:
@@ -151,6 +152,19 @@ class CompiledStreamer(Streamer):
         blocks = tuple(torch.from_numpy(x.copy()).reshape(1, *shape)
                        for x, shape in zip(self._x, self._state_shapes, strict=True))
         return self._join_state(blocks, None if self._total is None else torch.from_numpy(self._total.copy())[None])
+
+    def step(self, u_k: Any) -> np.ndarray:
+        """One sample: u_k (n_u,) -> y_k (n_y,) float64 (the streamer's own one-sample call: ``stream_kernel.bind``,
+        no per-call allocation of the input)."""
+        u = np.asarray(u_k, dtype=np.float64)
+        if u.size != self.n_u:
+            raise DataError(f"u_k must have shape (n_u,) = ({self.n_u},), got {np.shape(u_k)}")
+        y = np.empty(self.n_y)
+        self._one(np.ascontiguousarray(u.reshape(-1)), y)
+        if self._total is None:
+            return y
+        self._total += y
+        return self._total.copy()
 
     def advance(self, u: np.ndarray) -> np.ndarray:
         y = stream_kernel.run(self.params, u, self._x)
