@@ -61,7 +61,8 @@ def _assert_fused_equals_loop(model: DeepWiener, with_x0: bool, batch: int = 3, 
         loss = y.square().sum() + sum(x.abs().square().sum() for x in finals)
         wrt = params + list(x0 or ())
         grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-        results[mode] = (y, finals, tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)))
+        grads = tuple(torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt, strict=True))
+        results[mode] = (y, finals, grads)
     (y_ref, x_ref, g_ref), (y, x, g) = results["loop"], results["fused"]
     assert _max_diff((y,), (y_ref,)) < 1e-12
     assert _max_diff(tuple(x), tuple(x_ref)) < 1e-12

@@ -11,17 +11,19 @@ The stack (every block a diagonal complex system in modal coordinates, the discr
 Complex numbers are pairs of reals inside: a block's state is the real vector s = [Re x; Im x] (2n,), so
 ``B u`` is ``[B_re; B_im] v`` and ``Re(C x)`` is ``[C_re, -C_im] s``; tensors in and out are real.
 
-Layout: every signal is channel-major, (channels, N) with N = T * batch and column ``t = k * batch + b`` (time
-step k, batch row b), so the projections (encoder, B, C, D, skip, map matrices, decoder) are loops over long
-contiguous rows and the recurrence at step k is one contiguous run of ``batch`` columns per state: both vectorise
-across batch rows; threads split the output rows of a projection and the states of a recurrence.
+Layout: the batch is cut into chunks, one per thread (``torch.get_num_threads()``; one below
+``_PARALLEL_MIN_WORK``), each a whole stack problem of its own: one parallel region per pass. Inside a chunk every
+signal is channel-major, (channels, N) with N = T * rows and column ``t = k * rows + b`` (time step k, row b), so
+the projections (encoder, B, C, D, skip, map matrices, decoder) are loops over long contiguous rows and the
+recurrence at step k is one contiguous run of ``rows`` columns per state: both vectorise.
 
 Backward (adjoint), with gradients dL/d(real part), dL/d(imag part) of each state stacked the same way: the
 map's derivative gives g_z; ``g_v = F^T g + D^T g_z + [B_re; B_im]^T mu``; the readout's adjoint is
 ``r = [C_re, -C_im]^T g_z``; the state adjoint runs backwards, ``mu[k] = conj(lam) mu[k+1] + r[k]`` (readout
 "next"; for "current" ``r`` enters one step later and the initial state receives ``r[0]``), starting from the
 gradient of the final state; ``g_lam = sum conj(x[k]) mu[k]``, ``g_x0 = conj(lam) mu[0]`` (+ ``r[0]``). Parameter
-gradients are sums over all N columns, accumulated in float64.
+gradients are sums over all N columns: blocks of ``_SUM_BLOCK`` terms summed in the data's dtype (the one fastmath
+flag, reassociation, lets these sums use vector lanes), the blocks' sums in float64.
 
 Maps (``MAP_KINDS``): the per-channel maps of ``nonlinearities`` (identity, relu, tanh, elu, gelu exact and
 tanh-approximated, poly, linear_tanh: per channel (bias, p1, p2)) and the channel-mixing glu and mlp (hidden
@@ -34,8 +36,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -331,8 +333,8 @@ def _shift_columns(Z, x_part, batch):  # pragma: no cover - runs compiled
 def _forward_chunk(u, We, be, lr, li, Bs, Cs, D, F, skip, kind, P, W1, c1, W2, c2, Wd, bd, x0, nxt, need, V, S,
                    Z, H, Q, Y, xT):  # pragma: no cover - runs compiled
     """The stack's forward pass on one chunk of batch rows; writes the saved activations V (L+1, d, N),
-    S (L, 2n, N), Z (L, d, N), H (L, h, N), Q (L, 2, d, N) (without ``need`` one layer's, reused), the output Y (n_y, N) and the final
-    states xT (L, 2n, B). Shapes of the parameters: see :class:`StackParams`."""
+    S (L, 2n, N), Z (L, d, N), H (L, h, N), Q (L, 2, d, N) (without ``need``: one layer's, reused), the output
+    Y (n_y, N) and the final states xT (L, 2n, B). Shapes of the parameters: see :class:`StackParams`."""
     L = lr.shape[0]
     N = u.shape[1]
     batch = x0.shape[2]
@@ -390,7 +392,6 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
     gu (n_u, N) and gx0 (L, 2n, B); W (3, d, N) and MU (2n, N) are scratch."""
     L = lr.shape[0]
     d, N = V.shape[1], V.shape[2]
-    n2 = S.shape[1]
     batch = x0.shape[2]
     k = _constants(V)
     G, GV, GZ = W[0], W[1], W[2]
@@ -485,8 +486,8 @@ def _backward_kernel(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nx
     """:func:`_backward_chunk` on each chunk in parallel; each chunk adds into its own slot of the gradients."""
     for c in prange(u.shape[0]):
         _backward_chunk(u[c], We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0[c], nxt, V[c], S[c], Z[c], H[c],
-                        Q[c], W[c], MU[c], gY[c], gxT[c], gu[c], gWe[c], gbe[c], glam[c], gBs[c], gCs[c], gD[c], gF[c], gP[c],
-                        gW1[c], gc1[c], gW2[c], gc2[c], gWd[c], gbd[c], gx0[c])
+                        Q[c], W[c], MU[c], gY[c], gxT[c], gu[c], gWe[c], gbe[c], glam[c], gBs[c], gCs[c], gD[c],
+                        gF[c], gP[c], gW1[c], gc1[c], gW2[c], gc2[c], gWd[c], gbd[c], gx0[c])
 
 
 # --------------------------------------------------------------------------------------------------

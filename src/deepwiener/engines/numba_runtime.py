@@ -1,11 +1,12 @@
-"""numba, once for the three compiled kernels (diagonal recurrence, LFR loop, streaming): import, build, launch.
+"""numba, once for the compiled kernels (diagonal recurrence, fused deep Wiener stack, LFR loop, streaming): import,
+build, launch.
 
 numba is optional (the ``fast`` extra). One policy wherever a compiled kernel could run:
 
-* ``mode="compiled"`` asks for it explicitly (and so does ``mode="fused"``, which means the whole-stack kernel of a
-  deep Wiener model, ``engines.fused``, and an engine's own compiled kernel everywhere else): when it cannot run (numba missing, a failed compilation, a tensor
-  off the CPU) :func:`resolve` raises :class:`CompiledUnavailableError` (a ``ConfigError``) naming the ``fast``
-  extra;
+* ``mode="compiled"`` asks for it explicitly (and so does ``mode="fused"``, which means the whole-stack kernels of
+  a deep Wiener model, ``engines.fused``, and an engine's own compiled kernel everywhere else): when it cannot run
+  (numba missing, a failed compilation, a tensor off the CPU) :func:`resolve` raises
+  :class:`CompiledUnavailableError` (a ``ConfigError``) naming the ``fast`` extra;
 * ``mode="auto"`` takes it on the CPU when it can run, and otherwise falls back to the engine's pure-PyTorch
   path, saying so once per kernel in the log (a warning).
 
