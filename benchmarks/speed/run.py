@@ -28,7 +28,7 @@ the S5 layer of the PyPI package ``s5-pytorch`` in the same stack (encoder, 4 x 
 decoder). Engines are timed round-robin (one call of each per round) after a warm-up call; the tables give
 medians and ratios to the loop measured in the same process. Where the loop would take minutes it is timed
 on a prefix and scaled linearly in T (marked): the simulation case's first 50,000 samples, a training case's
-first 512 steps. ``--only CASE ...`` runs some cases and merges them into the
+first 512 steps (a lower bound: the wide model's loop step measured 178 s at T = 4096 and 13 s scaled from 512). ``--only CASE ...`` runs some cases and merges them into the
 existing results; each case records the commit and load it was measured at.
 
 The arithmetic floor (issue 22): every run measures the machine's sustained float32 GFLOP/s with a large matrix
@@ -541,9 +541,9 @@ def _row(cells: list[str]) -> str:
 
 def _training_table(name: str, case: dict[str, Any], floor: float) -> list[str]:
     b, t = case["batch"], case["steps"]
-    lines = [f"### {name}: batch {b} x {t} (auto -> {case['auto']})", "",
+    lines = [f"### {name}: batch {b} x {t} (auto -> {case['auto']})", "", _measured(case),
              f"{case['flops']['train'] / 1e6:,.1f} MFLOP per training step, {case['flops']['forward'] / 1e6:,.1f} per "
-             f"forward; floor {floor:.0f} GFLOP/s (float32 matrix multiply, this run).", "",
+             f"forward; floor {floor:.0f} GFLOP/s (float32 matrix multiply, the run's).", "",
              _row(["engine", "step vs loop", "step [ms]", "step GFLOP/s", "of floor", "forward vs loop",
                    "forward [ms]"]),
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -604,8 +604,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['load_average']['start']} at start, {result['load_average']['end']} at end; "
              f"env {m['env']}. Medians of round-robin repeats; ratios are loop time / engine time in one process. "
              f"Training steps include a plain Adam step. Matrix-multiply floor (float32, n = "
-             f"{result['floor']['n']}): {result['floor']['gflops']['start']:.0f} GFLOP/s at the start, "
-             f"{result['floor']['gflops']['end']:.0f} at the end.",
+             f"{result['floor']['n']}, measured by the latest run, at commit {result['floor']['commit']}): "
+             f"{result['floor']['gflops']['start']:.0f} GFLOP/s at its start, {result['floor']['gflops']['end']:.0f} "
+             "at its end. Cases measured on their own (`--only`) say so.",
              "", "### Targets", "", _row(["target", "measured", "met"]), "|---|---|---|"]
     lines += [_row([t, v, "-" if ok is None else "yes" if ok else "**no**"]) for t, v, ok in targets(result)]
     floor = floor_gflops(result)
@@ -613,11 +614,11 @@ def markdown(result: dict[str, Any]) -> str:
               *_training_table("Wide model (LRU 4 x 64 channels x 64 states, ELU)", result["wide"], floor),
               *_lfr_table(result["lfr"])]
     free = result["freerun"]
-    lines += [f"### Free run: paper model, {free['samples']:,} samples, batch 1, forward only", "",
+    lines += [f"### Free run: paper model, {free['samples']:,} samples, batch 1, forward only", "", _measured(free),
               _row(["engine", "vs scan", "time [ms]"]), "|---|---:|---:|"]
     lines += [_row([k, f"{free['vs_scan'][k]:.1f}x", f"{v * 1e3:.2f}"]) for k, v in free["seconds"].items()]
     cold = result["coldstart"]
-    lines += ["", f"### First call of the fused kernels ({cold['model']}), fresh processes", "",
+    lines += ["", f"### First call of the fused kernels ({cold['model']}), fresh processes", "", _measured(cold),
               _row(["numba cache", "import [s]", "1st step [s]", "2nd step [s]", "3rd step [s]"]),
               "|---|---:|---:|---:|---:|"]
     lines += [_row([k, f"{cold[k]['import_s']:.2f}", *(f"{x:.3f}" for x in cold[k]["steps_s"])])
