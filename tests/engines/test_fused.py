@@ -203,3 +203,13 @@ def test_dropout_runs_fused_in_eval_mode_only() -> None:
     model.eval()
     y, _ = model(u, mode="fused")
     assert float((y - model(u, mode="loop")[0]).detach().abs().max()) < 1e-12
+
+
+def test_blocks_with_different_maps_take_the_per_block_engines() -> None:
+    """The kernels take one map for the stack: a model whose blocks' maps were swapped apart is not fused."""
+    model = _model("lru", nonlinearity="elu")
+    model.blocks[1].sigma = NONLINEARITIES["tanh"](3).double()
+    u = torch.randn(2, 6, 2, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="different maps"):
+        model(u, mode="fused")
+    assert float((model(u)[0] - model(u, mode="loop")[0]).detach().abs().max()) < 1e-10

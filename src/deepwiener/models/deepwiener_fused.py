@@ -36,8 +36,11 @@ def unsupported(model: Any) -> str | None:
         return "dropout in training mode"
     if model.u_mean.dtype not in (torch.float32, torch.float64):
         return f"dtype {model.u_mean.dtype}"
-    if _map_kind(blocks[0].sigma) is None:
+    kinds = {_map_kind(b.sigma) for b in blocks}
+    if None in kinds:
         return f"nonlinearity {model.config.nonlinearity!r}"
+    if len(kinds) > 1:  # the kernels take one map for the whole stack
+        return f"blocks with different maps ({', '.join(sorted(kinds))})"
     return None
 
 
