@@ -4,11 +4,14 @@ map; an input ten times the training range for 10^5 samples keeps the state boun
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from cli.cli_helpers import run_cli
 
 import deepwiener as dw
 from deepwiener import analysis
@@ -127,3 +130,15 @@ def test_stable_needs_a_globally_lipschitz_map() -> None:
         with pytest.raises(ConfigError, match="global Lipschitz"):
             LFRModel(1, 1, nonlinearity=name, stable=True)
     assert dw.build_model("lfr", n_u=1, n_y=1, stable=True).config.stable
+
+
+def test_inspect_prints_the_certificate_of_an_lfr_model(tmp_path: Path) -> None:
+    model = LFRModel(1, 1, n_x=4, n_w=3, stable=True, dt=0.01)
+    scramble(model, torch.Generator().manual_seed(10), 2.0)
+    dw.save(model, tmp_path / "m.dw")
+    result = run_cli(["inspect", tmp_path / "m.dw", "--out", tmp_path / "inspect", "--json", tmp_path / "i.json"])
+    assert result.code == 0, result.err
+    assert "lfr, loop open" in result.out and "delta-ISS certified (by construction)" in result.out
+    assert (tmp_path / "inspect" / "pole_zero_block0.png").exists()
+    cert = json.loads((tmp_path / "i.json").read_text())["certificate"]
+    assert cert["holds"] and cert["bound"] == pytest.approx(CONTRACTION)
