@@ -213,3 +213,15 @@ def test_blocks_with_different_maps_take_the_per_block_engines() -> None:
     with pytest.raises(ConfigError, match="different maps"):
         model(u, mode="fused")
     assert float((model(u)[0] - model(u, mode="loop")[0]).detach().abs().max()) < 1e-10
+
+
+def test_auto_keeps_wide_stacks_on_the_per_block_engines(monkeypatch) -> None:
+    calls = []
+    original = deepwiener_fused.forward
+    monkeypatch.setattr(deepwiener_fused, "forward", lambda *a: calls.append(1) or original(*a))
+    wide = DeepWiener(1, 1, d_model=deepwiener_fused.AUTO_MAX_WIDTH + 1, d_state=2, n_layers=1).double()
+    u = torch.randn(1, 5, 1, dtype=torch.float64)
+    wide(u)
+    assert calls == []
+    wide(u, mode="fused")  # asked for by name, it runs fused
+    assert calls == [1]
