@@ -174,9 +174,9 @@ def headline(runs: list[dict[str, Any]], cfg: RunConfig, data: Benchmark, out: P
 
     The seed with the lowest validation RMSE, or the ensemble of all seeds when its validation RMSE (the same
     held-out tails, simulated the same way) is lower; with ``ensemble_candidate`` False (``--no-ensemble``, a rule
-    that compares single models) the ensemble is scored and reported but never chosen. Returns ``{"model", "val_rmse"}``, ``"estimated"`` (the same
-    choice under the estimated-state protocol) and, with two seeds or more, ``"ensemble"``: its seeds, validation
-    RMSE and test metrics under both protocols, and its parameter count.
+    that compares single models) the ensemble is scored and reported but never chosen. Returns ``{"model",
+    "val_rmse"}``, ``"estimated"`` (the same choice under the estimated-state protocol) and, with two seeds or more,
+    ``"ensemble"``: its seeds, validation RMSE and test metrics under both protocols, and its parameter count.
     """
     paths = [ROOT / r["run"] / "model.dw" for r in runs]
     missing = [str(p) for p in paths if not p.exists()]

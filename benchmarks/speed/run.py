@@ -28,8 +28,9 @@ the S5 layer of the PyPI package ``s5-pytorch`` in the same stack (encoder, 4 x 
 decoder). Engines are timed round-robin (one call of each per round) after a warm-up call; the tables give
 medians and ratios to the loop measured in the same process. Where the loop would take minutes it is timed
 on a prefix and scaled linearly in T (marked): the simulation case's first 50,000 samples, a training case's
-first 512 steps (a lower bound: the wide model's loop step measured 178 s at T = 4096 and 13 s scaled from 512). ``--only CASE ...`` runs some cases and merges them into the
-existing results; each case records the commit and load it was measured at.
+first 512 steps (a lower bound: the wide model's loop step measured 178 s at T = 4096 and 13 s scaled from 512).
+``--only CASE ...`` runs some cases and merges them into the existing results; each case records the commit and
+load it was measured at.
 
 The arithmetic floor (issue 22): every run measures the machine's sustained float32 GFLOP/s with a large matrix
 multiply (``torch.mm`` of two n x n float32 matrices, 2 n^3 FLOP, at the start and the end of the run; the floor

@@ -345,8 +345,8 @@ def test_run_config_builds_an_lfr(tmp_path: Path) -> None:
     ("tables", "match"),
     [
         ({"model": {"kind": "lfr"}, "layer": {"r_min": 0.5}}, r"model kind 'lfr' has no layer \(got \['r_min'\]\)"),
-        ({"model": {"kind": "lfr", "hidden": 8}}, "unknown \\[model\\] key 'hidden'; valid: n_x, n_w, nonlinearity, stable, "
-                                                  "seed$"),
+        ({"model": {"kind": "lfr", "hidden": 8}}, "unknown \\[model\\] key 'hidden'; valid: n_x, n_w, nonlinearity, "
+                                                  "stable, seed$"),
         ({"model": {"kind": "lfr", "n_xx": 8}}, "did you mean 'n_x'"),
         ({"model": {"kind": "lfr", "n_x": True}}, r"\[model\] n_x must be of type int"),
         ({"model": {"kind": "lfr", "n_w": 0}}, "n_w must be a positive integer"),

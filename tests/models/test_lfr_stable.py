@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from cli.cli_helpers import run_cli
 
 import deepwiener as dw
