@@ -79,7 +79,8 @@ _GELU_TANH_K = 0.044715
 
 
 def _mm(W, X, out, accumulate):  # pragma: no cover - runs compiled
-    """out (m, N) (+)= W (m, p) @ X (p, N)."""
+    """out (m, N) (+)= W (m, p) @ X (p, N); the backward passes ``W.T`` for ``W^T @ X`` (the same loops, the same
+    order of the sums)."""
     m, p = W.shape
     N = X.shape[1]
     for r in range(m):
@@ -90,20 +91,6 @@ def _mm(W, X, out, accumulate):  # pragma: no cover - runs compiled
             w = W[r, j]
             for t in range(N):
                 out[r, t] += w * X[j, t]
-
-
-def _mm_t(W, G, out, accumulate):  # pragma: no cover - runs compiled
-    """out (p, N) (+)= W^T @ G, W (m, p), G (m, N)."""
-    m, p = W.shape
-    N = G.shape[1]
-    for j in range(p):
-        if not accumulate:
-            for t in range(N):
-                out[j, t] = 0.0
-        for r in range(m):
-            w = W[r, j]
-            for t in range(N):
-                out[j, t] += w * G[r, t]
 
 
 def _dot(a, b):  # pragma: no cover - runs compiled (reassociated: vector lanes)
@@ -398,7 +385,7 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
     if N == 0:
         gx0[:, :, :] = gxT
         return
-    _mm_t(Wd, gY, G, False)
+    _mm(Wd.T, gY, G, False)
     _outer(gY, V[L], gWd, 0, 0, N)
     _row_sums(gY, gbd)
     for layer in range(L - 1, -1, -1):
@@ -413,7 +400,7 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
                     gh[d + o, t] = G[o, t] * h[o, t] * sg * (k[1] - sg)
             _outer(gh, z, gW1[layer], 0, 0, N)
             _row_sums(gh, gc1[layer])
-            _mm_t(W1[layer], gh, GZ, False)
+            _mm(W1[layer].T, gh, GZ, False)
         elif kind == 9:
             h = H[layer]
             act = np.empty_like(h)
@@ -422,26 +409,26 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
                     act[r, t] = _gelu(h[r, t], k)
             _outer(G, act, gW2[layer], 0, 0, N)
             _row_sums(G, gc2[layer])
-            _mm_t(W2[layer], G, act, False)  # act <- dL/d gelu(h)
+            _mm(W2[layer].T, G, act, False)  # act <- dL/d gelu(h)
             for r in range(h.shape[0]):
                 for t in range(N):
                     act[r, t] *= _gelu_slope(h[r, t], k)
             _outer(act, z, gW1[layer], 0, 0, N)
             _row_sums(act, gc1[layer])
-            _mm_t(W1[layer], act, GZ, False)
+            _mm(W1[layer].T, act, GZ, False)
         else:
             _channel_map_adjoint(kind, z, Q[layer], G, GZ, gP[layer])
         _row_sums(GZ, gP[layer, 0])
         if skip == 1:
             GV[:, :] = G
         elif skip == 2:
-            _mm_t(F[layer], G, GV, False)
+            _mm(F[layer].T, G, GV, False)
             _outer(G, v, gF[layer], 0, 0, N)
         else:
             GV[:, :] = 0.0
-        _mm_t(D[layer], GZ, GV, True)
+        _mm(D[layer].T, GZ, GV, True)
         _outer(GZ, v, gD[layer], 0, 0, N)
-        _mm_t(Cs[layer], GZ, MU, False)
+        _mm(Cs[layer].T, GZ, MU, False)
         if nxt:
             _outer(GZ, s, gCs[layer], 0, 0, N)
         else:
@@ -450,18 +437,18 @@ def _backward_chunk(u, We, lr, li, Bs, Cs, D, F, skip, kind, W1, W2, Wd, x0, nxt
         _recurrence_adjoint(lr[layer], li[layer], s, x0[layer], MU, gxT[layer], gx0[layer], glam[layer], nxt,
                             batch)
         _outer(MU, v, gBs[layer], 0, 0, N)
-        _mm_t(Bs[layer], MU, GV, True)
+        _mm(Bs[layer].T, MU, GV, True)
         G, GV = GV, G
     _outer(G, u, gWe, 0, 0, N)
     _row_sums(G, gbe)
-    _mm_t(We, G, gu, False)
+    _mm(We.T, G, gu, False)
 
 
 if numba_runtime.numba is not None:  # jitted lazily: compiled into the kernels on their first use
-    _mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence, _recurrence_adjoint, \
+    _mm, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence, _recurrence_adjoint, \
         _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope, _constants = (
             numba_runtime.jit(f, parallel=False) for f in (
-                _mm, _mm_t, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence,
+                _mm, _outer, _row_sums, _add_bias, _channel_map, _channel_map_adjoint, _recurrence,
                 _recurrence_adjoint, _shift_columns, _forward_chunk, _backward_chunk, _gelu, _gelu_slope,
                 _constants))
     _dot, _total = (numba_runtime.jit(f, parallel=False, reassociate=True) for f in (_dot, _total))
