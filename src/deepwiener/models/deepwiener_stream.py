@@ -156,11 +156,8 @@ class CompiledStreamer(Streamer):
     def step(self, u_k: Any) -> np.ndarray:
         """One sample: u_k (n_u,) -> y_k (n_y,) float64 (the streamer's own one-sample call: ``stream_kernel.bind``,
         no per-call allocation of the input)."""
-        u = np.asarray(u_k, dtype=np.float64)
-        if u.size != self.n_u:
-            raise DataError(f"u_k must have shape (n_u,) = ({self.n_u},), got {np.shape(u_k)}")
         y = np.empty(self.n_y)
-        self._one(np.ascontiguousarray(u.reshape(-1)), y)
+        self._one(np.ascontiguousarray(self.sample(u_k)), y)
         if self._total is None:
             return y
         self._total += y

@@ -51,10 +51,18 @@ class Streamer(abc.ABC):
 
     def step(self, u_k: Any) -> np.ndarray:
         """One sample: u_k (n_u,) -> y_k (n_y,) float64, physical units."""
-        u = np.asarray(u_k, dtype=np.float64).reshape(1, -1)
-        if u.shape[1] != self.n_u:
+        return self.advance(self.sample(u_k)[None])[0]
+
+    def sample(self, u_k: Any) -> np.ndarray:
+        """``u_k`` as the (n_u,) float64 array ``step`` takes.
+
+        Raises:
+            DataError: u_k does not hold n_u values.
+        """
+        u = np.asarray(u_k, dtype=np.float64).reshape(-1)
+        if u.shape[0] != self.n_u:
             raise DataError(f"u_k must have shape (n_u,) = ({self.n_u},), got {np.shape(u_k)}")
-        return self.advance(u)[0]
+        return u
 
     def run(self, u: Any) -> np.ndarray:
         """A record: u (T, n_u) (or (T,) when n_u = 1) -> y (T, n_y) float64, from the current state."""
