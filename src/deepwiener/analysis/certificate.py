@@ -310,7 +310,6 @@ class LoopCertificate:
     Attributes:
         norm_A, norm_E, norm_F: spectral norms of the simulated A and E (scaled when stable) and of F.
         lipschitz: L_phi, the map's global Lipschitz bound (inf if it has none).
-        bound: norm_A + lipschitz * norm_E * norm_F.
         stable: the model is stable by construction (every parameter value gives bound <= CONTRACTION).
     """
 
@@ -318,8 +317,12 @@ class LoopCertificate:
     norm_E: float
     norm_F: float
     lipschitz: float
-    bound: float
     stable: bool
+
+    @property
+    def bound(self) -> float:
+        """``norm_A + lipschitz * norm_E * norm_F``: a Lipschitz constant of the state map in x."""
+        return self.norm_A + self.lipschitz * self.norm_E * self.norm_F
 
     @property
     def status(self) -> Status:
@@ -337,8 +340,8 @@ class LoopCertificate:
         return (self,)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (with ``status`` and ``holds``)."""
-        return {**asdict(self), "status": self.status, "holds": self.holds}
+        """JSON-friendly form (with ``bound``, ``status`` and ``holds``)."""
+        return {**asdict(self), "bound": self.bound, "status": self.status, "holds": self.holds}
 
     def summary(self) -> list[str]:
         """Human-readable lines: the verdict and the numbers of the condition."""
@@ -355,10 +358,10 @@ class LoopCertificate:
 
 def loop_certificate(model: LFRModel) -> LoopCertificate:
     """The contraction certificate of an LFR model (:class:`LoopCertificate`)."""
-    numbers = model.contraction()
-    return LoopCertificate(norm_A=float(numbers["norm_A"]), norm_E=float(numbers["norm_E"]),
-                           norm_F=float(numbers["norm_F"]), lipschitz=float(numbers["lipschitz"]),
-                           bound=float(numbers["bound"]), stable=bool(numbers["stable"]))
+    with torch.no_grad():
+        A, E = model.loop_matrices()
+    return LoopCertificate(norm_A=_spectral_norm(A), norm_E=_spectral_norm(E), norm_F=_spectral_norm(model.F),
+                           lipschitz=model.phi.lipschitz(), stable=model.config.stable)
 
 
 def certificate(model: DeepWiener | LFRModel, data: IOData | None = None) -> Certificate | LoopCertificate:

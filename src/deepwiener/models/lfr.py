@@ -42,8 +42,8 @@ maps must have a global Lipschitz bound (``Nonlinearity.globally_lipschitz``: no
 the restriction to the Euclidean norm: a model that contracts in any constant quadratic metric ``x^T P x`` is this
 model in the coordinates ``P^(1/2) x``, which the free A, B, C, E, F can take. The linear start's whitened state
 makes ``||A|| <= 1`` (the state covariance ``A A^T + B B^T`` is the identity), so it changes the start by the factor
-``s`` only where ``||A||`` exceeds ``CONTRACTION``. :meth:`LFRModel.contraction` gives the certificate's numbers for
-any LFR (``deepwiener inspect`` prints them).
+``s`` only where ``||A||`` exceeds ``CONTRACTION``. ``analysis.loop_certificate`` gives the certificate's numbers
+for any LFR (``deepwiener inspect`` prints them).
 
 Reference: R. Vanbeylen, "Nonlinear LFR block-oriented model: potential benefits and improved, user-friendly
 identification method", IEEE Trans. Instrumentation and Measurement 62(12), 2013.
@@ -162,33 +162,14 @@ class LFRModel(Model):
         open (w held at zero)."""
         return np.linalg.eigvals(self.loop_matrices()[0].detach().double().cpu().numpy())
 
-    def loop_gain_terms(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """||A||, ||E||, ||F|| (spectral norms) and L_phi of the free parameters, as differentiable 0-d tensors."""
-        def norm(matrix: Tensor) -> Tensor:
-            return torch.linalg.matrix_norm(matrix, ord=2)
-
-        return norm(self.A), norm(self.E), norm(self.F), self.phi.lipschitz_bound()
-
     def loop_matrices(self) -> tuple[Tensor, Tensor]:
         """The A (n_x, n_x) and E (n_x, n_w) the model simulates: the parameters themselves, or for a stable model
-        both scaled by ``min(1, CONTRACTION / (||A|| + L_phi ||E|| ||F||))`` (module docstring)."""
+        both scaled by ``min(1, CONTRACTION / (||A|| + L_phi ||E|| ||F||))`` (module docstring; differentiable)."""
         if not self.config.stable:
             return self.A, self.E
-        norm_a, norm_e, norm_f, lipschitz = self.loop_gain_terms()
-        scale = (CONTRACTION / (norm_a + lipschitz * norm_e * norm_f)).clamp(max=1.0)
+        norm_a, norm_e, norm_f = (torch.linalg.matrix_norm(m, ord=2) for m in (self.A, self.E, self.F))
+        scale = (CONTRACTION / (norm_a + self.phi.lipschitz_bound() * norm_e * norm_f)).clamp(max=1.0)
         return scale * self.A, scale * self.E
-
-    @torch.no_grad()
-    def contraction(self) -> dict[str, float | bool]:
-        """The numbers of the contraction certificate of the simulated loop: ``norm_A``, ``norm_E``, ``norm_F``,
-        ``lipschitz`` (L_phi), ``bound`` = norm_A + lipschitz * norm_E * norm_F (the state map's Lipschitz
-        constant in x is at most this), ``holds`` (bound < 1: delta-ISS) and ``stable`` (by construction)."""
-        A, E = self.loop_matrices()
-        norms = [float(torch.linalg.matrix_norm(m.double(), ord=2)) for m in (A, E, self.F)]
-        lipschitz = self.phi.lipschitz()
-        bound = norms[0] + lipschitz * norms[1] * norms[2]
-        return {"norm_A": norms[0], "norm_E": norms[1], "norm_F": norms[2], "lipschitz": lipschitz, "bound": bound,
-                "holds": bool(bound < 1), "stable": self.config.stable}
 
     def engine(self, mode: str, device_type: str) -> str:
         """The engine ("loop" or "compiled") that ``mode`` means for this model on this device type.
