@@ -25,7 +25,18 @@ Models, one per name and seed, each trained for the same wall-clock budget (``--
 - a map name (``MAPS``): the Silverbox deep Wiener configuration (``accuracy/configs/silverbox-wiener.toml``:
   layer options, window, washout, schedule, engine, linear initialisation) made small (``--d-model``, ``--d-state``,
   ``--n-layers``), with that static map;
-- "lfr": the nonlinear feedback model of ``accuracy/configs/silverbox.toml`` as it is (``deepwiener.lfr``).
+- "lfr": the nonlinear feedback model of ``accuracy/configs/silverbox.toml`` as it is (``deepwiener.lfr``);
+- what the literature suggests to make the deep Wiener stack extrapolate (issue 21, item 3), each on the "mlp"
+  model above, the map with the lowest arrow errors in the first study:
+  - "mlp-varied": amplitude-varied training records (experiment design): the same ``N_TRAIN`` multisine
+    realisations, the i-th scaled to ``VARIED_LEVELS[i]`` times ``U_RMS`` (0.4 to 1), so the model sees how the
+    dynamics change with amplitude; the validation and test records, and the training range that defines
+    "arrow_in_range", are the constant-level study's;
+  - "mlp-slope-<weight>": the maps' slope penalty (``TrainConfig.map_slope``, :mod:`deepwiener.map_slope`) at
+    ``SLOPE_WEIGHTS`` with reach ``SLOPE_REACH``; validation picks the weight;
+  - "feedback": feedback inside each block (:class:`FeedbackStack`): every block is a nonlinear feedback loop
+    (an LFR block, the map's output fed back into the block's state) with an identity skip, started as the best
+    linear model through the first block.
 The linear reference is N4SID with the order chosen on the validation record.
 
 One command::
@@ -33,6 +44,8 @@ One command::
     python benchmarks/extrapolation_study.py --threads 1 --jobs 2   # 6 models x 2 seeds x 4 minutes, 2 at once (25 min)
     python benchmarks/extrapolation_study.py --models lfr --add --threads 1 --jobs 2   # add a model to the results
     python benchmarks/extrapolation_study.py --minutes 0.05 --seeds 0 --models gelu   # a smoke test
+    python benchmarks/extrapolation_study.py --models mlp mlp-varied mlp-slope-1e-06 mlp-slope-1e-05 \
+        mlp-slope-0.0001 feedback lfr --add --threads 1 --jobs 2   # issue 21, item 3 (28 min)
 
 Writes ``results/extrapolation_study/results.json`` and ``results.md``.
 """
@@ -41,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -51,12 +65,14 @@ from typing import Any
 import numpy as np
 import scipy.signal
 from accuracy.run import git_commit, machine, set_threads
+from feedback_stack import FeedbackStack
 
 from deepwiener.config import RunConfig, resolve
 from deepwiener.data import Benchmark, IOData
 from deepwiener.demo import multisine
 from deepwiener.evaluation import evaluate_all
 from deepwiener.identification import best_linear
+from deepwiener.models import Model
 from deepwiener.training import fit
 
 HERE = Path(__file__).resolve().parent
@@ -65,7 +81,18 @@ MAPS = ("gelu", "glu", "mlp", "linear_tanh", "poly")
 """Maps compared: those that can start from the best linear model, as the headline does (elu and tanh cannot)."""
 LFR = "lfr"
 """The nonlinear feedback model, as configured for Silverbox."""
-MODELS = (*MAPS, LFR)
+VARIED = "mlp-varied"
+"""The mlp model trained on amplitude-varied records."""
+VARIED_LEVELS = np.linspace(0.4, 1.0, 6)
+"""Input rms of each amplitude-varied training record, as a multiple of ``U_RMS``."""
+SLOPE_WEIGHTS = (1e-6, 1e-5, 1e-4)
+"""Weights of the maps' slope penalty tried (the training NMSE of the mlp model is about 2e-5)."""
+SLOPE_REACH = 3.0
+"""Reach of the slope penalty: 3 times the maps' inputs in a batch (the arrow ends at 1.6 times the training rms)."""
+SLOPE = {f"mlp-slope-{weight:g}": weight for weight in SLOPE_WEIGHTS}
+FEEDBACK = "feedback"
+"""The stack of feedback blocks."""
+MODELS = (*MAPS, LFR, VARIED, *SLOPE, FEEDBACK)
 
 DT = 1 / 610.35
 """Sampling time (Silverbox's), s."""
@@ -119,11 +146,12 @@ def duffing(u: np.ndarray, dt: float = DT, substeps: int = SUBSTEPS) -> np.ndarr
     return out
 
 
-def steady_multisine(rng: np.random.Generator, name: str) -> IOData:
-    """One period of a random-phase multisine (rms ``U_RMS``) and the oscillator's steady-state response."""
+def steady_multisine(rng: np.random.Generator, name: str, levels: tuple[float, ...] = (1.0,)) -> list[IOData]:
+    """One period of a random-phase multisine (rms ``U_RMS`` times each level) and the oscillator's steady-state
+    responses: one record per level, one realisation of the phases."""
     u = U_RMS * multisine(PERIOD, rng, band=BAND_HZ * 2 * DT)
-    y = duffing(np.tile(u, 2))[PERIOD:]
-    return IOData(u=u, y=y, dt=DT, name=name, **UNITS)
+    return [IOData(u=level * u, y=duffing(np.tile(level * u, 2))[PERIOD:], dt=DT, name=name, **UNITS)
+            for level in levels]
 
 
 def arrow(rng: np.random.Generator) -> IOData:
@@ -139,12 +167,14 @@ def largest_output(records: tuple[IOData, ...]) -> float:
     return float(max(np.abs(rec.y).max() for rec in records))
 
 
-def make_benchmark(seed: int = 0) -> tuple[Benchmark, IOData]:
-    """The study's data: ``(benchmark with train and tests, validation record)``."""
+def make_benchmark(seed: int = 0) -> tuple[Benchmark, IOData, tuple[IOData, ...]]:
+    """The study's data: ``(benchmark with train and tests, validation record, amplitude-varied training records)``;
+    the i-th varied record is the i-th training record's multisine at level ``VARIED_LEVELS[i]``."""
     rng = np.random.default_rng(seed)
-    train = tuple(steady_multisine(rng, f"train {i}") for i in range(N_TRAIN))
-    val = steady_multisine(rng, "validation")
-    test = steady_multisine(rng, "multisine")
+    pairs = [steady_multisine(rng, f"train {i}", (1.0, VARIED_LEVELS[i])) for i in range(N_TRAIN)]
+    train, varied = tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+    val, = steady_multisine(rng, "validation")
+    test, = steady_multisine(rng, "multisine")
     full = arrow(rng)
     y_max = largest_output(train)
     beyond = int(np.argmax(np.abs(full.y[:, 0]) > y_max))
@@ -153,28 +183,39 @@ def make_benchmark(seed: int = 0) -> tuple[Benchmark, IOData]:
     in_range = IOData(u=full.u[:beyond], y=full.y[:beyond], dt=DT, name="arrow_in_range", **UNITS)
     tests = {"multisine": test, "arrow_full": full, "arrow_in_range": in_range}
     return Benchmark(name="duffing", train=train, tests=tests, init_window=INIT_WINDOW, unit="mV",
-                     scale=1000.0), val
+                     scale=1000.0), val, varied
 
 
 def study_config(args: argparse.Namespace, name: str, seed: int) -> RunConfig:
     """The configuration of model ``name`` (module docstring) with the study's budget and the given seed."""
     train = {"max_minutes": args.minutes, "epochs": 10**6, "patience": 10**6, "seed": seed}
-    if name == LFR:
+    if name in (LFR, FEEDBACK):
         return resolve(HERE / "accuracy" / "configs" / "silverbox.toml", {"model": {"seed": seed}, "train": train})
+    if name in SLOPE:
+        train.update(map_slope=SLOPE[name], map_slope_reach=SLOPE_REACH)
     return resolve(HERE / "accuracy" / "configs" / "silverbox-wiener.toml", {
         "model": {"d_model": args.d_model, "d_state": args.d_state, "n_layers": args.n_layers,
-                  "nonlinearity": name, "seed": seed},
+                  "nonlinearity": name if name in MAPS else "mlp", "seed": seed},
         "train": train,
     })
 
 
-def train_one(args: argparse.Namespace, data: Benchmark, val: IOData, name: str, seed: int) -> dict[str, Any]:
+def build(args: argparse.Namespace, name: str, cfg: RunConfig) -> Model:
+    """The untrained model ``name`` of configuration ``cfg``."""
+    if name == FEEDBACK:  # the LFR's loop size in each block
+        return FeedbackStack(1, 1, width=args.feedback_width, n_blocks=args.feedback_blocks, n_x=cfg.model["n_x"],
+                             n_w=cfg.model["n_w"], seed=cfg.model.get("seed", 0))
+    return cfg.build_model(1, 1)
+
+
+def train_one(args: argparse.Namespace, data: Benchmark, val: IOData, varied: tuple[IOData, ...], name: str,
+              seed: int) -> dict[str, Any]:
     """Train one model for the budget (in a worker process); its validation RMSE and test metrics."""
     set_threads(args.threads)
     cfg = study_config(args, name, seed)
-    model = cfg.build_model(1, 1)
+    model = build(args, name, cfg)
     start = time.monotonic()
-    result = fit(model, data.train, cfg.train, val=[val])
+    result = fit(model, varied if name == VARIED else data.train, cfg.train, val=[val])
     row = {"model": name, "seed": seed, "commit": args.commit, "epochs": result.epochs_run,
            "best_val_rmse": result.best_val_rmse, "wall_seconds": round(time.monotonic() - start, 1),
            "n_parameters": model.n_parameters, "metrics": evaluate_all(model.cpu(), data)}
@@ -197,6 +238,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+LABELS = {LFR: "LFR (silverbox.toml)", VARIED: "deep Wiener, mlp, amplitude-varied training records",
+          **{name: f"deep Wiener, mlp, slope penalty {weight:g}" for name, weight in SLOPE.items()},
+          FEEDBACK: "feedback stack (LFR blocks + skip)"}
+"""Table labels of the models that are not a plain map name."""
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The results table: per model, mean +- std over seeds (mV)."""
     tests = list(result["linear"]["metrics"])
@@ -206,7 +253,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"Machine: {result['machine']['processor']}, {result['settings']['threads'] or 'default'} torch "
              f"thread(s) per run; {result['settings']['minutes']} min per run, seeds "
              f"{' '.join(map(str, result['settings']['seeds']))}; commits: {commits}. Largest training |y| "
-             f"{result['y_max']:.4f} V; the arrow leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
+             f"{result['y_max']:.4f} V (amplitude-varied records: {result.get('y_max_varied', math.nan):.4f} V); the arrow "
+             f"leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
              "| model | validation RMSE [mV] | " + " | ".join(f"{t} RMSE [mV]" for t in tests) + " |",
              "|---" * (len(tests) + 2) + "|"]
     val_lin = result["linear"]["val_rmse"] * 1000
@@ -214,7 +262,7 @@ def markdown(result: dict[str, Any]) -> str:
                  + " | ".join(f"{result['linear']['metrics'][t]['rmse']:.3g}" for t in tests) + " |")
     for name, s in result["summary"].items():
         cells = [f"{s['test_rmse_mean'][t]:.3g} +- {s['test_rmse_std'][t]:.2g}" for t in tests]
-        label = "LFR (silverbox.toml)" if name == LFR else f"deep Wiener, {name}"
+        label = LABELS.get(name, f"deep Wiener, {name}")
         lines.append(f"| {label} | {s['val_rmse_mean'] * 1000:.3g} +- {s['val_rmse_std'] * 1000:.2g} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -232,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-model", type=int, default=16)
     parser.add_argument("--d-state", type=int, default=16)
     parser.add_argument("--n-layers", type=int, default=3)
+    parser.add_argument("--feedback-width", type=int, default=4, help="channels between the feedback stack's blocks")
+    parser.add_argument("--feedback-blocks", type=int, default=2, help="blocks of the feedback stack")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -240,21 +290,22 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models:  # fail before any training, not in a worker minutes later
         cfg = study_config(args, name, args.seeds[0])
         if cfg.train.init == "linear":
-            cfg.build_model(1, 1).check_linear_start()
+            build(args, name, cfg).check_linear_start()
     previous = json.loads((args.out / "results.json").read_text()) if args.add else None
-    data, val = make_benchmark(args.data_seed)
+    data, val, varied = make_benchmark(args.data_seed)
     linear, val_by_order = best_linear(list(data.train), val, orders=(2, 4, 6, 8, 10), n_skip=INIT_WINDOW)
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "machine": {**machine(), "torch_threads": args.threads},
         "commit": args.commit, "settings": {k: v for k, v in vars(args).items() if k not in ("out", "commit")},
-        "y_max": largest_output(data.train),
+        "y_max": largest_output(data.train), "y_max_varied": largest_output(varied),
         "arrow_beyond": len(data.tests["arrow_in_range"]),
         "linear": {"model": f"N4SID order {linear.n_states}", "val_rmse": val_by_order[linear.n_states],
                    "metrics": evaluate_all(linear, data)},
     }
     jobs = [(name, seed) for name in args.models for seed in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(train_one, repeat(args), repeat(data), repeat(val), *zip(*jobs, strict=True)))
+        runs = list(pool.map(train_one, repeat(args), repeat(data), repeat(val), repeat(varied),
+                             *zip(*jobs, strict=True)))
     if previous is not None:
         runs = [r for r in previous["runs"] if (r["model"], r["seed"]) not in set(jobs)] + runs
         result["command"] = f"{previous['command']} ; {result['command']}"

@@ -52,6 +52,7 @@ from deepwiener.engines import MODES
 from deepwiener.errors import ConfigError, DataError, DeepWienerError, ModelFileError, is_integer_in, unknown_name
 from deepwiener.files import write_file
 from deepwiener.layers import LAYERS, LTILayer
+from deepwiener.map_slope import map_slope_penalty, recorded_map_inputs, static_maps
 from deepwiener.models import Model, initial_state
 from deepwiener.options import DictConfig
 from deepwiener.progress import TrainingProgress
@@ -119,6 +120,12 @@ class TrainConfig(DictConfig):
             discards from), which promotes low-order blocks. 0: off. Both penalties act on the normalised model
             (the layers' own units); the reported ``train_loss`` is the NMSE without them. Layers with another
             structure (S4's DPLR blocks) are penalised through their modal form (``LinearSystem.modal``).
+        map_slope: weight of the maps' slope penalty (:mod:`deepwiener.map_slope`), added likewise: the mean
+            squared slope of every static map at points up to ``map_slope_reach`` times the map inputs of the batch,
+            for models that must extrapolate beyond the training amplitudes. 0: off. The maps must run as modules
+            (not inside the fused kernel: use mode "scan", "compiled" or "loop" for deep Wiener models, "loop" for
+            LFR models).
+        map_slope_reach: how far beyond the batch's map inputs the slope is penalised, as a multiple (> 0).
     """
 
     window: int = 512
@@ -149,6 +156,8 @@ class TrainConfig(DictConfig):
     x0_window: int = 50
     modal_l1: float = 0.0
     hankel_nuclear: float = 0.0
+    map_slope: float = 0.0
+    map_slope_reach: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("window", "batch_size", "epochs"):
@@ -163,10 +172,13 @@ class TrainConfig(DictConfig):
         _require(self.patience is None or self.patience > 0, "patience", "positive or None")
         _require(0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)")
         _require(0 < self.loss_decay <= 1, "loss_decay", "in (0, 1]")
-        for name in ("modal_l1", "hankel_nuclear"):
+        for name in ("modal_l1", "hankel_nuclear", "map_slope"):
             weight = getattr(self, name)
             _require(isinstance(weight, int | float) and not isinstance(weight, bool) and math.isfinite(weight)
                      and weight >= 0, name, "a finite number >= 0")
+        _require(isinstance(self.map_slope_reach, int | float) and not isinstance(self.map_slope_reach, bool)
+                 and math.isfinite(self.map_slope_reach) and self.map_slope_reach > 0, "map_slope_reach",
+                 "a finite number > 0")
         if self.x0 not in TRAIN_X0:
             raise unknown_name("x0", self.x0, TRAIN_X0)
         _require(is_integer_in(self.x0_window, 1, self.window - 1 if self.x0 == "encoder" else math.inf),
@@ -462,6 +474,9 @@ def fit(
     if (config.modal_l1 or config.hankel_nuclear) and not _lti_layers(model):
         raise ConfigError(f"a model of kind {model.kind!r} without LTI layers cannot be trained with modal_l1 or "
                           "hankel_nuclear (they penalise the modes of LTI layers); set them to 0")
+    if config.map_slope and not static_maps(model):
+        raise ConfigError(f"a model of kind {model.kind!r} without static maps cannot be trained with map_slope "
+                          "(it penalises the maps' slopes); set it to 0")
     train_parts, val_parts = split_training(records, val, config)
     _check_records_dt([v.data for v in val_parts], records[0])
     model.with_dt(records[0].dt)
@@ -654,22 +669,26 @@ def _train_step(model: Model, optimizer: torch.optim.Optimizer, u: Tensor, y: Te
     loss returned is the batch's mean, summed over the ranks.
     """
     optimizer.zero_grad(set_to_none=True)
-    if config.x0 == "encoder":  # the window's head sets the state; its tail is simulated and scored
-        head = config.x0_window
-        encoded = model.state_encoder(model.normalize_input(u[:, :head]), (y[:, :head] - model.y_mean) / model.y_std)
-        start = initial_state.unflatten_state(encoded.double(), model.init_state(u.shape[0]))
-        y_hat, _ = model(u[:, head:], start, mode=config.mode)
-        err = (y_hat - y[:, head:]) / scale  # (b, t, n_y)
-    else:
-        y_hat, _ = (share.net if share is not None else model)(u, mode=config.mode)
-        if model.integrates_output:
-            anchor = max(config.washout - 1, 0)
-            y_hat, y = y_hat - y_hat[:, anchor : anchor + 1], y - y[:, anchor : anchor + 1]
-        err = (y_hat - y)[:, config.washout :] / scale  # (b, t, n_y)
+    with recorded_map_inputs(model) if config.map_slope else nullcontext() as map_inputs:
+        if config.x0 == "encoder":  # the window's head sets the state; its tail is simulated and scored
+            head = config.x0_window
+            encoded = model.state_encoder(model.normalize_input(u[:, :head]),
+                                          (y[:, :head] - model.y_mean) / model.y_std)
+            start = initial_state.unflatten_state(encoded.double(), model.init_state(u.shape[0]))
+            y_hat, _ = model(u[:, head:], start, mode=config.mode)
+            err = (y_hat - y[:, head:]) / scale  # (b, t, n_y)
+        else:
+            y_hat, _ = (share.net if share is not None else model)(u, mode=config.mode)
+            if model.integrates_output:
+                anchor = max(config.washout - 1, 0)
+                y_hat, y = y_hat - y_hat[:, anchor : anchor + 1], y - y[:, anchor : anchor + 1]
+            err = (y_hat - y)[:, config.washout :] / scale  # (b, t, n_y)
     weighted = err.pow(2) if config.loss_decay == 1 else err.pow(2) * loss_weights(err.shape[1], config.loss_decay,
                                                                                   err)[:, None]
     penalty = reducibility_penalty(model, config)
     extra = 0.0 if penalty is None else penalty.to(err.dtype)  # every rank adds it whole: DDP averages the ranks
+    if config.map_slope:
+        extra = extra + config.map_slope * map_slope_penalty(map_inputs, config.map_slope_reach).to(err.dtype)
     if share is None:
         loss = weighted.mean()
         (loss + extra).backward()
