@@ -253,8 +253,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"Machine: {result['machine']['processor']}, {result['settings']['threads'] or 'default'} torch "
              f"thread(s) per run; {result['settings']['minutes']} min per run, seeds "
              f"{' '.join(map(str, result['settings']['seeds']))}; commits: {commits}. Largest training |y| "
-             f"{result['y_max']:.4f} V (amplitude-varied records: {result.get('y_max_varied', math.nan):.4f} V); the arrow "
-             f"leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
+             f"{result['y_max']:.4f} V (amplitude-varied records: {result.get('y_max_varied', math.nan):.4f} V); "
+             f"the arrow leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
              "| model | validation RMSE [mV] | " + " | ".join(f"{t} RMSE [mV]" for t in tests) + " |",
              "|---" * (len(tests) + 2) + "|"]
     val_lin = result["linear"]["val_rmse"] * 1000
