@@ -39,6 +39,12 @@ Models, one per name and seed, each trained for the same wall-clock budget (``--
     linear model through the first block.
 The linear reference is N4SID with the order chosen on the validation record.
 
+With ``--data silverbox`` the same models (at the Silverbox configurations' own sizes unless ``--d-model`` and
+the like are given) train on the official Silverbox training record, validation on its held-out tail as in the
+accuracy harness, and are scored on the official tests (the multisine, the arrow in range "arrow_no_extrapolation"
+and the whole arrow "arrow_full"); "mlp-varied" needs records the benchmark does not have (its multisines are all
+at one level) and is refused there. Results go to ``results/extrapolation_study-silverbox``.
+
 One command::
 
     python benchmarks/extrapolation_study.py --threads 1 --jobs 2   # 6 models x 2 seeds x 4 minutes, 2 at once (25 min)
@@ -46,6 +52,8 @@ One command::
     python benchmarks/extrapolation_study.py --minutes 0.05 --seeds 0 --models gelu   # a smoke test
     python benchmarks/extrapolation_study.py --models mlp mlp-varied mlp-slope-1e-06 mlp-slope-1e-05 \
         mlp-slope-0.0001 feedback lfr --add --threads 1 --jobs 2   # issue 21, item 3 (28 min)
+    python benchmarks/extrapolation_study.py --data silverbox --minutes 25 --seeds 0 --models mlp mlp-slope-1e-05 \
+        feedback --threads 1 --jobs 2   # the same on Silverbox
 
 Writes ``results/extrapolation_study/results.json`` and ``results.md``.
 """
@@ -64,7 +72,7 @@ from typing import Any
 
 import numpy as np
 import scipy.signal
-from accuracy.run import git_commit, machine, set_threads
+from accuracy.run import git_commit, linear_baseline, machine, set_threads
 from feedback_stack import FeedbackStack
 
 from deepwiener.config import RunConfig, resolve
@@ -77,6 +85,10 @@ from deepwiener.training import fit
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "extrapolation_study"
+DATA = ("duffing", "silverbox")
+"""The study's data: the simulated oscillator, or the Silverbox benchmark."""
+STUDY_SIZES = {"d_model": 16, "d_state": 16, "n_layers": 3}
+"""The deep Wiener model's size on the simulated data (on Silverbox: the configuration's own)."""
 MAPS = ("gelu", "glu", "mlp", "linear_tanh", "poly")
 """Maps compared: those that can start from the best linear model, as the headline does (elu and tanh cannot)."""
 LFR = "lfr"
@@ -193,11 +205,9 @@ def study_config(args: argparse.Namespace, name: str, seed: int) -> RunConfig:
         return resolve(HERE / "accuracy" / "configs" / "silverbox.toml", {"model": {"seed": seed}, "train": train})
     if name in SLOPE:
         train.update(map_slope=SLOPE[name], map_slope_reach=SLOPE_REACH)
+    sizes = {key: getattr(args, key) for key in STUDY_SIZES if getattr(args, key) is not None}
     return resolve(HERE / "accuracy" / "configs" / "silverbox-wiener.toml", {
-        "model": {"d_model": args.d_model, "d_state": args.d_state, "n_layers": args.n_layers,
-                  "nonlinearity": name if name in MAPS else "mlp", "seed": seed},
-        "train": train,
-    })
+        "model": {**sizes, "nonlinearity": name if name in MAPS else "mlp", "seed": seed}, "train": train})
 
 
 def build(args: argparse.Namespace, name: str, cfg: RunConfig) -> Model:
@@ -208,14 +218,21 @@ def build(args: argparse.Namespace, name: str, cfg: RunConfig) -> Model:
     return cfg.build_model(1, 1)
 
 
-def train_one(args: argparse.Namespace, data: Benchmark, val: IOData, varied: tuple[IOData, ...], name: str,
-              seed: int) -> dict[str, Any]:
-    """Train one model for the budget (in a worker process); its validation RMSE and test metrics."""
+def silverbox() -> Benchmark:
+    """The Silverbox benchmark (official records, from ``DEEPWIENER_DATA``)."""
+    return resolve(HERE / "accuracy" / "configs" / "silverbox.toml").data.load()
+
+
+def train_one(args: argparse.Namespace, data: Benchmark | None, val: IOData | None, varied: tuple[IOData, ...],
+              name: str, seed: int) -> dict[str, Any]:
+    """Train one model for the budget (in a worker process); its validation RMSE and test metrics. ``data`` None:
+    Silverbox, loaded here (a loaded benchmark does not pickle); ``val`` None: its held-out tails validate."""
     set_threads(args.threads)
+    data = data or silverbox()
     cfg = study_config(args, name, seed)
     model = build(args, name, cfg)
     start = time.monotonic()
-    result = fit(model, varied if name == VARIED else data.train, cfg.train, val=[val])
+    result = fit(model, varied if name == VARIED else data.train, cfg.train, val=None if val is None else [val])
     row = {"model": name, "seed": seed, "commit": args.commit, "epochs": result.epochs_run,
            "best_val_rmse": result.best_val_rmse, "wall_seconds": round(time.monotonic() - start, 1),
            "n_parameters": model.n_parameters, "metrics": evaluate_all(model.cpu(), data)}
@@ -249,15 +266,18 @@ def markdown(result: dict[str, Any]) -> str:
     tests = list(result["linear"]["metrics"])
     commits = ", ".join(f"{name} {' '.join(sorted({r['commit'] for r in result['runs'] if r['model'] == name}))}"
                         for name in result["summary"])
-    lines = ["## Extrapolation study (simulated hardening oscillator)", "",
+    simulated = result["settings"].get("data", "duffing") == "duffing"
+    ranges = (f" Largest training |y| {result['y_max']:.4f} V (amplitude-varied records: "
+              f"{result.get('y_max_varied', math.nan):.4f} V); the arrow leaves it at sample {result['arrow_beyond']} "
+              f"of {N_ARROW}." if simulated else "")
+    lines = ["## Extrapolation study (" + ("simulated hardening oscillator" if simulated else "Silverbox") + ")", "",
              f"Machine: {result['machine']['processor']}, {result['settings']['threads'] or 'default'} torch "
              f"thread(s) per run; {result['settings']['minutes']} min per run, seeds "
-             f"{' '.join(map(str, result['settings']['seeds']))}; commits: {commits}. Largest training |y| "
-             f"{result['y_max']:.4f} V (amplitude-varied records: {result.get('y_max_varied', math.nan):.4f} V); "
-             f"the arrow leaves it at sample {result['arrow_beyond']} of {N_ARROW}.", "",
+             f"{' '.join(map(str, result['settings']['seeds']))}; commits: {commits}.{ranges}", "",
              "| model | validation RMSE [mV] | " + " | ".join(f"{t} RMSE [mV]" for t in tests) + " |",
              "|---" * (len(tests) + 2) + "|"]
-    val_lin = result["linear"]["val_rmse"] * 1000
+    linear = result["linear"]  # the harness's linear baseline (Silverbox) keeps every order's validation RMSE
+    val_lin = 1000 * (linear["val_rmse"] if "val_rmse" in linear else min(linear["val_rmse_by_order"].values()))
     lines.append(f"| linear ({result['linear']['model']}) | {val_lin:.3g} | "
                  + " | ".join(f"{result['linear']['metrics'][t]['rmse']:.3g}" for t in tests) + " |")
     for name, s in result["summary"].items():
@@ -277,31 +297,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--add", action="store_true",
                         help="keep the runs of other (model, seed) pairs already in results.json")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the simulated records")
-    parser.add_argument("--d-model", type=int, default=16)
-    parser.add_argument("--d-state", type=int, default=16)
-    parser.add_argument("--n-layers", type=int, default=3)
+    parser.add_argument("--data", choices=DATA, default="duffing", help="the simulated oscillator or Silverbox")
+    for key, size in STUDY_SIZES.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
+                            help=f"deep Wiener size (default: {size} on the simulated data, the configuration's on "
+                                 "Silverbox)")
     parser.add_argument("--feedback-width", type=int, default=4, help="channels between the feedback stack's blocks")
     parser.add_argument("--feedback-blocks", type=int, default=2, help="blocks of the feedback stack")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/"
+                        "extrapolation_study, with -silverbox for --data silverbox)")
     args = parser.parse_args(argv)
     args.commit = git_commit()
+    if args.data == "duffing":
+        for key, size in STUDY_SIZES.items():
+            setattr(args, key, size if getattr(args, key) is None else getattr(args, key))
+    elif VARIED in args.models:
+        parser.error(f"{VARIED!r} needs amplitude-varied records; Silverbox's training multisines are all at one level")
+    args.out = args.out or (OUT if args.data == "duffing" else OUT.with_name(f"{OUT.name}-silverbox"))
     for name in args.models:  # fail before any training, not in a worker minutes later
         cfg = study_config(args, name, args.seeds[0])
         if cfg.train.init == "linear":
             build(args, name, cfg).check_linear_start()
     previous = json.loads((args.out / "results.json").read_text()) if args.add else None
-    data, val, varied = make_benchmark(args.data_seed)
-    linear, val_by_order = best_linear(list(data.train), val, orders=(2, 4, 6, 8, 10), n_skip=INIT_WINDOW)
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "machine": {**machine(), "torch_threads": args.threads},
-        "commit": args.commit, "settings": {k: v for k, v in vars(args).items() if k not in ("out", "commit")},
-        "y_max": largest_output(data.train), "y_max_varied": largest_output(varied),
-        "arrow_beyond": len(data.tests["arrow_in_range"]),
-        "linear": {"model": f"N4SID order {linear.n_states}", "val_rmse": val_by_order[linear.n_states],
-                   "metrics": evaluate_all(linear, data)},
-    }
+        "commit": args.commit, "settings": {k: v for k, v in vars(args).items() if k not in ("out", "commit")}}
+    if args.data == "duffing":
+        data, val, varied = make_benchmark(args.data_seed)
+        linear, val_by_order = best_linear(list(data.train), val, orders=(2, 4, 6, 8, 10), n_skip=INIT_WINDOW)
+        result.update({
+            "y_max": largest_output(data.train), "y_max_varied": largest_output(varied),
+            "arrow_beyond": len(data.tests["arrow_in_range"]),
+            "linear": {"model": f"N4SID order {linear.n_states}", "val_rmse": val_by_order[linear.n_states],
+                       "metrics": evaluate_all(linear, data)}})
+    else:
+        data, val, varied = None, None, ()
+        result["linear"] = linear_baseline(silverbox(), study_config(args, LFR, 0).train.val_fraction,
+                                           integrator=False)
     jobs = [(name, seed) for name in args.models for seed in args.seeds]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(train_one, repeat(args), repeat(data), repeat(val), repeat(varied),
