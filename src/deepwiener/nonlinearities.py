@@ -19,7 +19,7 @@ Each map describes itself for the compiled streamer and the export: ``channel_ma
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,24 @@ from deepwiener.errors import ConfigError, unknown_name
 from deepwiener.stepgraph import StepGraph
 
 GELU_LIPSCHITZ = 1.1289  # max of d/dx [x Phi(x)]
+GELU_MIN_SLOPE = 1 - GELU_LIPSCHITZ  # min of d/dx [x Phi(x)] (gelu'(x) + gelu'(-x) = 1)
+
+
+class SlopeSector(NamedTuple):
+    """A map written as ``w = outer @ s(inner @ (eta + b) + c) + d`` with ``s`` elementwise (width h), each ``s_i``
+    slope-restricted: ``low_i <= (s_i(a) - s_i(b)) / (a - b) <= high_i``. What the loop certificate of an LFR model
+    (``models.lfr``, certificate "iqc") needs of its map.
+
+    Attributes:
+        inner: (h, width) or None (the identity, h = width).
+        outer: (width, h) or None (the identity).
+        low, high: (h,) slope bounds, low <= high (tensors: they may depend on the map's parameters).
+    """
+
+    inner: Tensor | None
+    outer: Tensor | None
+    low: Tensor
+    high: Tensor
 
 
 class Nonlinearity(nn.Module):
@@ -52,6 +70,11 @@ class Nonlinearity(nn.Module):
         """``lipschitz()`` as a 0-d tensor of the map's dtype, differentiable in the parameters where it depends
         on them."""
         return self.bias.new_tensor(self.lipschitz())
+
+    def slope_sector(self) -> SlopeSector | None:
+        """The map as slope-restricted elementwise functions between linear maps (:class:`SlopeSector`), or None
+        for a map that has no such form with finite slopes (poly, glu)."""
+        return None
 
     def channel_map(self) -> tuple[str, dict[str, Tensor]] | None:
         """The map as one function applied to each channel, sigma(eta)_i = f(eta_i + bias_i; params_i): the name
@@ -86,6 +109,12 @@ class Elementwise(Nonlinearity):
 
     def lipschitz(self) -> float:
         return self._lipschitz
+
+    def slope_sector(self) -> SlopeSector | None:
+        """gelu's slopes lie in [1 - 1.1289, 1.1289]; elu's (alpha 1), tanh's and relu's in [0, 1]; identity's are 1."""
+        act = self.activation
+        bounds = {nn.GELU: (GELU_MIN_SLOPE, GELU_LIPSCHITZ), nn.Identity: (1.0, 1.0)}.get(type(act), (0.0, 1.0))
+        return SlopeSector(None, None, torch.full_like(self.bias, bounds[0]), torch.full_like(self.bias, bounds[1]))
 
     def channel_map(self) -> tuple[str, dict[str, Tensor]] | None:
         act = self.activation
@@ -140,6 +169,12 @@ class MLP(Nonlinearity):
     @torch.no_grad()
     def lipschitz(self) -> float:
         return float(self.lipschitz_bound())
+
+    def slope_sector(self) -> SlopeSector:
+        """The hidden gelu units, between the two weights."""
+        hidden = self.hidden.bias
+        return SlopeSector(self.hidden.weight, self.out.weight, torch.full_like(hidden, GELU_MIN_SLOPE),
+                           torch.full_like(hidden, GELU_LIPSCHITZ))
 
     def lipschitz_bound(self) -> Tensor:
         """GELU's slope bound times the spectral norms of both weights."""
@@ -198,6 +233,10 @@ class LinearTanh(Nonlinearity):
     @torch.no_grad()
     def lipschitz(self) -> float:
         return float(self.lipschitz_bound())
+
+    def slope_sector(self) -> SlopeSector:
+        """Each channel's slope 1 + a sech^2(z) lies between 1 and 1 + a."""
+        return SlopeSector(None, None, (1 + self.gain).clamp_max(1.0), (1 + self.gain).clamp_min(1.0))
 
     def lipschitz_bound(self) -> Tensor:
         """The slope 1 + a sech^2(z) lies between 1 and 1 + a, so |slope| <= max(1, |1 + a|)."""

@@ -324,7 +324,8 @@ def test_run_config_builds_an_lfr(tmp_path: Path) -> None:
                     'nonlinearity = "tanh"\nseed = 7\n\n[train]\nepochs = 2\n')
     cfg = config_mod.resolve(path)
     assert cfg.kind == "lfr" and cfg.label == "lfr" and cfg.train.epochs == 2
-    assert dict(cfg.model) == {"n_x": 3, "n_w": 2, "nonlinearity": "tanh", "stable": False, "seed": 7}
+    assert dict(cfg.model) == {"n_x": 3, "n_w": 2, "nonlinearity": "tanh", "stable": False,
+                                "certificate": "small_gain", "seed": 7}
     model = cfg.build_model(1, 1)
     assert isinstance(model, LFRModel)
     assert model.config == LFRConfig(n_u=1, n_y=1, n_x=3, n_w=2, nonlinearity="tanh", seed=7)
@@ -335,7 +336,8 @@ def test_run_config_builds_an_lfr(tmp_path: Path) -> None:
     cfg2 = config_mod.resolve(path, {"model": {"n_x": 5, "seed": None}})
     assert cfg2.model["n_x"] == 5 and cfg2.model["seed"] == 7
     defaults = config_mod.resolve(overrides={"data": {"benchmark": "silverbox"}, "model": {"kind": "lfr"}})
-    assert dict(defaults.model) == {"n_x": 8, "n_w": 4, "nonlinearity": "mlp", "stable": False, "seed": 0}
+    assert dict(defaults.model) == {"n_x": 8, "n_w": 4, "nonlinearity": "mlp", "stable": False,
+                                     "certificate": "small_gain", "seed": 0}
     again = tmp_path / "again.toml"
     again.write_text(cfg.to_toml())
     assert config_mod.resolve(again) == cfg
@@ -346,7 +348,7 @@ def test_run_config_builds_an_lfr(tmp_path: Path) -> None:
     [
         ({"model": {"kind": "lfr"}, "layer": {"r_min": 0.5}}, r"model kind 'lfr' has no layer \(got \['r_min'\]\)"),
         ({"model": {"kind": "lfr", "hidden": 8}}, "unknown \\[model\\] key 'hidden'; valid: n_x, n_w, nonlinearity, "
-                                                  "stable, seed$"),
+                                                  "stable, certificate, seed$"),
         ({"model": {"kind": "lfr", "n_xx": 8}}, "did you mean 'n_x'"),
         ({"model": {"kind": "lfr", "n_x": True}}, r"\[model\] n_x must be of type int"),
         ({"model": {"kind": "lfr", "n_w": 0}}, "n_w must be a positive integer"),

@@ -35,7 +35,7 @@ n_layers = 1
 window = 64
 washout = 10
 batch_size = 64
-epochs = 3
+epochs = 20
 
 [tune.train]
 lr = { low = 1e-3, high = 1e-2, log = true }

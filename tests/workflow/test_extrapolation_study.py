@@ -47,7 +47,7 @@ def test_arrow_in_range_ends_where_the_arrow_first_leaves_the_training_amplitude
     monkeypatch.setattr(study, "PERIOD", 512)
     monkeypatch.setattr(study, "N_TRAIN", 2)
     monkeypatch.setattr(study, "N_ARROW", 3000)
-    data, val = study.make_benchmark(seed=1)
+    data, val, varied = study.make_benchmark(seed=1)
     y_max = max(np.abs(rec.y).max() for rec in data.train)
     full, in_range = data.tests["arrow_full"], data.tests["arrow_in_range"]
     n = len(in_range)
@@ -55,4 +55,7 @@ def test_arrow_in_range_ends_where_the_arrow_first_leaves_the_training_amplitude
     assert np.abs(in_range.y).max() <= y_max < abs(full.y[n, 0])
     np.testing.assert_array_equal(in_range.u, full.u[:n])
     assert [len(rec) for rec in data.train] == [512, 512] and len(val) == 512
+    assert len(varied) == 2
+    for rec, level, record in zip(varied, study.VARIED_LEVELS, data.train, strict=False):  # same multisine, scaled
+        np.testing.assert_allclose(rec.u, level * record.u, rtol=1e-12)
     assert data.tests["multisine"].report_unit == "mV"

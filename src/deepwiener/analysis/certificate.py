@@ -41,6 +41,7 @@ from deepwiener.analysis.lti import BlockSystem, NonLTIBlock, blocks
 from deepwiener.analysis.nonlinear import SignalRange, signal_ranges
 from deepwiener.data import IOData
 from deepwiener.models import DeepWiener, LFRModel
+from deepwiener.models.lfr import CONTRACTION
 
 Status = Literal["global", "local", "unknown", "failed"]
 _SEVERITY: dict[str, int] = {"global": 0, "local": 1, "unknown": 2, "failed": 3}
@@ -303,21 +304,28 @@ def certify_block(
 
 @dataclass(frozen=True)
 class LoopCertificate:
-    """The contraction certificate of an LFR model (``models.lfr``): its state map
-    ``x -> A x + E phi(F x + G u) + ...`` is Lipschitz in x with a constant at most
-    ``bound = ||A|| + L_phi ||E|| ||F||``; ``bound < 1`` makes it a contraction, so the model is delta-ISS.
+    """The contraction certificate of an LFR model (``models.lfr``), by two sufficient conditions: the small-gain
+    bound, the state map ``x -> A x + E phi(F x + G u) + ...`` being Lipschitz in x with a constant at most
+    ``bound = ||A|| + L_phi ||E|| ||F||`` (``bound < 1``: a contraction), and the IQC condition
+    ``||[A Et] L^-T|| <= 1`` (``models.lfr.iqc_norm``: a contraction at rate ``models.lfr.CONTRACTION``). Either
+    makes the model delta-ISS.
 
     Attributes:
         norm_A, norm_E, norm_F: spectral norms of the simulated A and E (scaled when stable) and of F.
         lipschitz: L_phi, the map's global Lipschitz bound (inf if it has none).
-        stable: the model is stable by construction (every parameter value gives bound <= CONTRACTION).
+        iqc_norm: ``||[A Et] L^-T||`` with the model's multiplier (its shape 1 for a model without one; its scale
+            searched), or None for a map without a slope sector (poly, glu).
+        stable: the model is stable by construction.
+        certificate: the condition a stable model is built on ("small_gain" or "iqc").
     """
 
     norm_A: float
     norm_E: float
     norm_F: float
     lipschitz: float
+    iqc_norm: float | None
     stable: bool
+    certificate: str
 
     @property
     def bound(self) -> float:
@@ -326,8 +334,9 @@ class LoopCertificate:
 
     @property
     def status(self) -> Status:
-        """"global" when the bound is below 1, else "unknown" (a sufficient condition that does not hold)."""
-        return "global" if self.bound < 1 else "unknown"
+        """"global" when either condition holds, else "unknown" (sufficient conditions that do not hold)."""
+        iqc = self.iqc_norm is not None and self.iqc_norm <= 1 + IQC_TOLERANCE
+        return "global" if self.bound < 1 or iqc else "unknown"
 
     @property
     def holds(self) -> bool:
@@ -344,24 +353,35 @@ class LoopCertificate:
         return {**asdict(self), "bound": self.bound, "status": self.status, "holds": self.holds}
 
     def summary(self) -> list[str]:
-        """Human-readable lines: the verdict and the numbers of the condition."""
+        """Human-readable lines: the verdict and the numbers of both conditions."""
         if self.holds:
-            how = "by construction" if self.stable else "for these parameter values"
-            verdict = f"delta-ISS certified ({how}): the loop's state map contracts at rate <= {self.bound:.6g}"
+            how = f"by construction, {self.certificate.replace('_', ' ')}" if self.stable else \
+                "for these parameter values"
+            rate = self.bound if self.bound < 1 else CONTRACTION
+            verdict = f"delta-ISS certified ({how}): the loop's state map contracts at rate <= {rate:.6g}"
         else:
-            verdict = ("not certified: ||A|| + L_phi ||E|| ||F|| >= 1 (a sufficient condition; the model may still "
-                       "be stable; train it with stable = true for a certificate)")
+            verdict = ("not certified: neither ||A|| + L_phi ||E|| ||F|| < 1 nor the IQC condition holds (sufficient "
+                       "conditions; the model may still be stable; train it with stable = true for a certificate)")
+        iqc = ("no slope sector (poly, glu)" if self.iqc_norm is None else
+               f"||[A Et] L^-T|| = {self.iqc_norm:.6g} at rate {CONTRACTION} (<= 1 certifies)")
         return [f"stability certificate [{self.status}]: {verdict}",
-                f"||A|| = {self.norm_A:.6g}, ||E|| = {self.norm_E:.4g}, ||F|| = {self.norm_F:.4g}, "
-                f"L_phi = {_fmt(self.lipschitz)}: ||A|| + L_phi ||E|| ||F|| = {self.bound:.6g}"]
+                f"small gain: ||A|| = {self.norm_A:.6g}, ||E|| = {self.norm_E:.4g}, ||F|| = {self.norm_F:.4g}, "
+                f"L_phi = {_fmt(self.lipschitz)}: ||A|| + L_phi ||E|| ||F|| = {self.bound:.6g}",
+                f"IQC: {iqc}"]
+
+
+IQC_TOLERANCE = 1e-6
+"""Rounding allowed above 1 in the IQC norm of a model scaled onto the condition (float32 parameters)."""
 
 
 def loop_certificate(model: LFRModel) -> LoopCertificate:
     """The contraction certificate of an LFR model (:class:`LoopCertificate`)."""
     with torch.no_grad():
         A, E = model.loop_matrices()
+        iqc = float(model.iqc_norm(A, E)) if model.phi.slope_sector() is not None else None
     return LoopCertificate(norm_A=_spectral_norm(A), norm_E=_spectral_norm(E), norm_F=_spectral_norm(model.F),
-                           lipschitz=model.phi.lipschitz(), stable=model.config.stable)
+                           lipschitz=model.phi.lipschitz(), iqc_norm=iqc, stable=model.config.stable,
+                           certificate=model.config.certificate)
 
 
 def certificate(model: DeepWiener | LFRModel, data: IOData | None = None) -> Certificate | LoopCertificate:

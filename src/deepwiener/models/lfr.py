@@ -45,6 +45,29 @@ makes ``||A|| <= 1`` (the state covariance ``A A^T + B B^T`` is the identity), s
 ``s`` only where ``||A||`` exceeds ``CONTRACTION``. ``analysis.loop_certificate`` gives the certificate's numbers
 for any LFR (``deepwiener inspect`` prints them).
 
+The small-gain bound adds the loop's gain to ``||A||`` whatever directions the loop acts in, so a model whose
+slowest mode has ``||A||`` near 1 keeps almost nothing for its nonlinearity. ``certificate="iqc"`` (with
+``stable=True``) scales by a less conservative condition, an incremental quadratic constraint (IQC) with a
+multiplier, the S-procedure of the LMI conditions behind recurrent equilibrium networks. Write the map as
+slope-restricted elementwise functions between linear maps (``Nonlinearity.slope_sector``: for "mlp" the hidden
+gelu units, slopes in [-0.129, 1.129]), so that the loop is ``x+ = A x + Et p + ...``, ``p = s(Ft x + ...)``
+with ``Ft = W1 F``, ``Et = E W2`` and each ``s_i`` slope-restricted in ``[a_i, b_i]``. Every increment then
+satisfies ``(dp - a dq)^T Lam (b dq - dp) >= 0`` (dq = Ft dx) for any diagonal ``Lam > 0``, and the state map
+contracts at rate ``rho`` if::
+
+    [A Et]^T [A Et]  <=  M = [[rho^2 I + Ft^T Lam a b Ft,   -Ft^T Lam (a + b) / 2],
+                              [-Lam (a + b) / 2 Ft,           Lam              ]]
+
+(S-procedure; M > 0 needs ``||Lam^(1/2) (b - a) / 2 Ft|| < rho``, kept by shrinking Lam where it fails). With
+``M = L L^T`` (Cholesky) the condition is ``||[A Et] L^-T|| <= 1``, so the stable model simulates with ``s A`` and
+``s E``, ``s = min(1, 1 / ||[A Et] L^-T||)``, and learns the multiplier's shape ``exp(log_multiplier)`` with the
+rest (its scale is searched at every evaluation); the parametrisation stays explicit and every parameter value
+contracts at rate ``rho = CONTRACTION``. It also learns a metric ``P = R R^T`` (``metric``, P = I at the start):
+the condition then reads ``[A Et]^T P [A Et] <= M`` with ``rho^2 P`` in M's corner, ``||R^T [A Et] L^-T|| <= 1``,
+a contraction in ``||x||_P``; the free coordinates could take any metric too, but a learned one gives gradient
+descent a direct path to it. Where the loop acts in directions the slow modes do not, the condition leaves A
+alone (the small-gain bound cannot).
+
 Reference: R. Vanbeylen, "Nonlinear LFR block-oriented model: potential benefits and improved, user-friendly
 identification method", IEEE Trans. Instrumentation and Measurement 62(12), 2013.
 """
@@ -52,6 +75,7 @@ identification method", IEEE Trans. Instrumentation and Measurement 62(12), 2013
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -64,7 +88,7 @@ from deepwiener.engines import MODES, feedback, numba_runtime
 from deepwiener.errors import ConfigError, check_positive_ints, unknown_name
 from deepwiener.identification import LinearStateSpace, identify_linear
 from deepwiener.models.base import Model
-from deepwiener.nonlinearities import MLP, NONLINEARITIES, make_nonlinearity
+from deepwiener.nonlinearities import MLP, NONLINEARITIES, SlopeSector, make_nonlinearity
 from deepwiener.options import DictConfig, check_sampling_time
 from deepwiener.stepgraph import StepGraph
 
@@ -72,6 +96,66 @@ LFRState = tuple[Tensor]
 
 CONTRACTION = 0.999
 """The stable LFR's bound on the contraction rate of its state map (module docstring)."""
+CERTIFICATES = ("small_gain", "iqc")
+"""The conditions a stable LFR can be built on (module docstring)."""
+MULTIPLIER_LOG_RANGE = 10.0
+"""The IQC multiplier's logarithm is clamped to +-this (a multiplier of 0 or inf makes M singular)."""
+MULTIPLIER_SCALES = torch.logspace(-4, 4, 17, dtype=torch.float64)
+"""Scales of the IQC multiplier tried at every evaluation (the best is taken): the learned multiplier sets its shape
+across channels, the scale is searched, so a multiplier far off at the start costs nothing."""
+METRIC_LOG_RANGE = 3.0
+"""The log-diagonal of the IQC metric's factor is clamped to +-this (P's condition number at most e^12)."""
+PD_MARGIN = 0.99
+"""The IQC multiplier is shrunk so that ||Lam^(1/2) (b - a) / 2 Ft|| <= PD_MARGIN * rho (M stays positive definite)."""
+
+
+def metric_factor(metric: Tensor) -> Tensor:
+    """The lower-triangular factor R of the IQC certificate's metric ``P = R R^T`` from its free parameter
+    (n_x, n_x): the strict lower triangle as it is, the diagonal ``exp`` of the parameter's (clamped to
+    +-``METRIC_LOG_RANGE``); the zero parameter gives ``P = I``."""
+    log_diag = metric.diagonal().clamp(-METRIC_LOG_RANGE, METRIC_LOG_RANGE)
+    return metric.tril(-1) + torch.diag(log_diag.exp())
+
+
+def iqc_norm(A: Tensor, E: Tensor, F: Tensor, sector: SlopeSector, log_multiplier: Tensor,
+             metric: Tensor | None = None, rho: float = CONTRACTION) -> Tensor:
+    """``||R^T [A Et] L^-T||``, ``M(rho, Lam, P) = L L^T``, ``P = R R^T`` (module docstring): at most 1 certifies
+    that the loop's state map contracts at rate ``rho`` in the norm ``||x||_P = sqrt(x^T P x)``.
+
+    Args:
+        A: (n_x, n_x); E: (n_x, n_w); F: (n_w, n_x): the loop's matrices.
+        sector: the map's slope sector (``Nonlinearity.slope_sector``), h elementwise functions.
+        log_multiplier: (h,) log of the IQC multiplier's shape (clamped to +-``MULTIPLIER_LOG_RANGE``); each
+            scale of ``MULTIPLIER_SCALES`` times it is tried and the lowest norm returned.
+        metric: (n_x, n_x) the metric's free parameter (:func:`metric_factor`); None: ``P = I``.
+        rho: the contraction rate certified.
+
+    Returns:
+        () tensor in A's dtype (computed in float64), differentiable in every argument; inf where no multiplier
+        scale gives a positive definite M in floating point.
+    """
+    dtype = A.dtype
+    A, E, F, log_multiplier = (t.double() for t in (A, E, F, log_multiplier))
+    sector = SlopeSector(*(None if t is None else t.double() for t in sector))
+    n_x = A.shape[0]
+    R = torch.eye(n_x, dtype=A.dtype, device=A.device) if metric is None else metric_factor(metric.double())
+    Ft = F if sector.inner is None else sector.inner @ F  # (h, n_x)
+    Et = E if sector.outer is None else E @ sector.outer  # (n_x, h)
+    shape = log_multiplier.clamp(-MULTIPLIER_LOG_RANGE, MULTIPLIER_LOG_RANGE).exp()
+    lam = MULTIPLIER_SCALES.to(shape)[:, None] * shape  # (scales, h): the multiplier's shape at every scale
+    half_width = (sector.high - sector.low) / 2
+    Ft_metric = torch.linalg.solve_triangular(R, Ft.T, upper=False).T  # Ft R^-T
+    spread = torch.linalg.matrix_norm((lam.sqrt() * half_width)[:, :, None] * Ft_metric, ord=2)  # (scales,)
+    lam = lam * (PD_MARGIN * rho / spread.clamp_min(1e-30)).clamp(max=1.0)[:, None] ** 2  # keeps M positive definite
+    top = rho**2 * R @ R.T + Ft.T @ ((lam * sector.low * sector.high)[:, :, None] * Ft)
+    cross = -(lam * (sector.low + sector.high) / 2)[:, :, None] * Ft  # (scales, h, n_x)
+    M = torch.cat([torch.cat([top, cross.mT], 2), torch.cat([cross, torch.diag_embed(lam)], 2)], 1)
+    failed = torch.linalg.cholesky_ex(M.detach()).info != 0  # (scales,): rounding left M indefinite there
+    L = torch.linalg.cholesky(torch.where(failed[:, None, None], torch.eye(M.shape[1]).to(M), M))
+    loop = R.T @ torch.cat([A, Et], 1)  # R^T [A Et]
+    K = torch.linalg.solve_triangular(L, loop.T.expand(len(lam), -1, -1), upper=False).mT
+    norms = torch.linalg.matrix_norm(K, ord=2).masked_fill(failed, math.inf)
+    return norms.min().to(dtype)  # R^T [A Et] L^-T at the best scale
 
 
 def pad_poles(count: int) -> np.ndarray:
@@ -90,6 +174,8 @@ class LFRConfig(DictConfig):
         n_w: channels of the static map (its input z and output w).
         nonlinearity: the static map phi, a name in ``nonlinearities.NONLINEARITIES``.
         stable: contracting for every parameter value (module docstring; phi needs a global Lipschitz bound).
+        certificate: the condition a stable model is built on: "small_gain" (``||A|| + L_phi ||E|| ||F||``) or
+            "iqc" (the IQC with a learned multiplier; phi needs a slope sector: not poly or glu).
         seed: seed of the parameter initialisation.
         dt: sampling time of the data in seconds (set by ``fit``).
         kind: the model family, "lfr" (a class constant, not a field).
@@ -103,6 +189,7 @@ class LFRConfig(DictConfig):
     n_w: int = 4
     nonlinearity: str = "mlp"
     stable: bool = False
+    certificate: str = "small_gain"
     seed: int = 0
     dt: float = 1.0
 
@@ -110,6 +197,8 @@ class LFRConfig(DictConfig):
         check_positive_ints(n_u=self.n_u, n_y=self.n_y, n_x=self.n_x, n_w=self.n_w)
         if self.nonlinearity not in NONLINEARITIES:
             raise unknown_name("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        if self.certificate not in CERTIFICATES:
+            raise unknown_name("certificate", self.certificate, CERTIFICATES)
         check_sampling_time(self.dt)
 
 
@@ -117,10 +206,10 @@ class LFRModel(Model):
     """A nonlinear LFR simulation model for n_u inputs and n_y outputs, in physical units (module docstring).
 
     Args:
-        n_u, n_y, n_x, n_w, nonlinearity, stable, seed, dt: the fields of :class:`LFRConfig`.
+        n_u, n_y, n_x, n_w, nonlinearity, stable, certificate, seed, dt: the fields of :class:`LFRConfig`.
 
     Raises:
-        ConfigError: ``stable`` with a map that has no global Lipschitz bound.
+        ConfigError: ``stable`` with a map that has no global Lipschitz bound (no slope sector, for "iqc").
 
     The random start: A diagonal with poles uniform in [0.5, 0.95], B, C, F, G Gaussian with variance 1/fan-in,
     D = 0, E and H small (std 0.01), biases 0.
@@ -131,10 +220,10 @@ class LFRModel(Model):
     title = "LFR"
 
     def __init__(self, n_u: int, n_y: int, n_x: int = 8, n_w: int = 4, nonlinearity: str = "mlp",
-                 stable: bool = False, seed: int = 0, dt: float = 1.0) -> None:
+                 stable: bool = False, certificate: str = "small_gain", seed: int = 0, dt: float = 1.0) -> None:
         super().__init__()
         self.config = LFRConfig(n_u=n_u, n_y=n_y, n_x=n_x, n_w=n_w, nonlinearity=nonlinearity, stable=stable,
-                                seed=seed, dt=dt)
+                                certificate=certificate, seed=seed, dt=dt)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.A = nn.Parameter(torch.diag(torch.empty(n_x).uniform_(0.5, 0.95)))
@@ -151,6 +240,10 @@ class LFRModel(Model):
         if stable and not self.phi.globally_lipschitz:
             raise ConfigError(f"a stable LFR needs a map with a global Lipschitz bound; {nonlinearity!r} is only "
                               "locally Lipschitz (use mlp, linear_tanh, tanh, elu, gelu, relu or identity)")
+        self.log_multiplier = self.metric = None
+        if stable and certificate == "iqc":  # the IQC multiplier (one per elementwise function) and metric
+            self.log_multiplier = nn.Parameter(torch.zeros(self.phi.slope_sector().low.shape[0]))
+            self.metric = nn.Parameter(torch.zeros(n_x, n_x))
         self.register_scaler()
 
     def init_state(self, batch: int) -> LFRState:
@@ -164,12 +257,31 @@ class LFRModel(Model):
 
     def loop_matrices(self) -> tuple[Tensor, Tensor]:
         """The A (n_x, n_x) and E (n_x, n_w) the model simulates: the parameters themselves, or for a stable model
-        both scaled by ``min(1, CONTRACTION / (||A|| + L_phi ||E|| ||F||))`` (module docstring; differentiable)."""
+        both scaled by ``min(1, CONTRACTION / (||A|| + L_phi ||E|| ||F||))`` (small gain) or by
+        ``min(1, 1 / iqc_norm)`` (IQC) (module docstring; differentiable)."""
         if not self.config.stable:
             return self.A, self.E
+        if self.log_multiplier is not None:
+            scale = 1 / self.iqc_norm(self.A, self.E).clamp(min=1.0)
+            return scale * self.A, scale * self.E
         norm_a, norm_e, norm_f = (torch.linalg.matrix_norm(m, ord=2) for m in (self.A, self.E, self.F))
         scale = (CONTRACTION / (norm_a + self.phi.lipschitz_bound() * norm_e * norm_f)).clamp(max=1.0)
         return scale * self.A, scale * self.E
+
+    def iqc_norm(self, A: Tensor, E: Tensor) -> Tensor:
+        """:func:`iqc_norm` of the loop with these A and E, the model's F, map, multiplier and metric (for a model
+        without them: the multiplier's shape 1, P = I); () tensor.
+
+        Raises:
+            ConfigError: the map has no slope sector (poly, glu).
+        """
+        sector = self.phi.slope_sector()
+        if sector is None:
+            raise ConfigError(f"the IQC certificate needs a map with a slope sector; {self.config.nonlinearity!r} "
+                              "has none")
+        log_multiplier = self.log_multiplier if self.log_multiplier is not None else sector.low.new_zeros(
+            sector.low.shape)
+        return iqc_norm(A, E, self.F, sector, log_multiplier, self.metric)
 
     def engine(self, mode: str, device_type: str) -> str:
         """The engine ("loop" or "compiled") that ``mode`` means for this model on this device type.
