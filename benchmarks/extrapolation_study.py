@@ -52,8 +52,8 @@ One command::
     python benchmarks/extrapolation_study.py --minutes 0.05 --seeds 0 --models gelu   # a smoke test
     python benchmarks/extrapolation_study.py --models mlp mlp-varied mlp-slope-1e-06 mlp-slope-1e-05 \
         mlp-slope-0.0001 feedback lfr --add --threads 1 --jobs 2   # issue 21, item 3 (28 min)
-    python benchmarks/extrapolation_study.py --data silverbox --minutes 25 --seeds 0 --models mlp mlp-slope-1e-05 \
-        feedback --threads 1 --jobs 2   # the same on Silverbox
+    python benchmarks/extrapolation_study.py --data silverbox --minutes 25 --seeds 0 --models mlp mlp-slope-1e-06 \
+        feedback --threads 1 --jobs 3   # the same on Silverbox (25 min)
 
 Writes ``results/extrapolation_study/results.json`` and ``results.md``.
 """
