@@ -86,3 +86,13 @@ def test_ensemble_of_kinds_with_integrators(tmp_path: Path) -> None:
     members = [_prepare(_deep(integrator=True, seed=4)), _prepare(LinearModel(N_U, N_Y, integrator=True, seed=4)),
                _prepare(build_model("gru", n_u=N_U, n_y=N_Y, seed=4, hidden=5))]
     check_exports(Ensemble(members), _inputs(4), tmp_path)
+
+
+@pytest.mark.parametrize("certificate", ["small_gain", "iqc"])
+def test_a_stable_lfr_exports_the_loop_it_simulates(certificate: str, tmp_path: Path) -> None:
+    """The exported step holds the scaled (A, E) of a stable LFR, here with a loop the scale shrinks."""
+    model = build_model("lfr", n_u=N_U, n_y=N_Y, seed=5, stable=True, certificate=certificate)
+    with torch.no_grad():
+        model.E.mul_(20.0)
+    assert not torch.allclose(model.loop_matrices()[1], model.E)  # the certificate scales this loop
+    check_exports(_prepare(model), _inputs(5), tmp_path)
