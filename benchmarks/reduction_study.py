@@ -64,7 +64,7 @@ from deepwiener.training import EpochInfo, fine_tune, fit, split_training, valid
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 HEADLINES = {"silverbox": ("silverbox-wiener", "silverbox-wiener"),
-             "wiener_hammerstein": ("wiener_hammerstein-wiener", "wiener_hammerstein")}  # (results dir, config)
+             "wiener_hammerstein": ("wiener_hammerstein-wiener", "wiener_hammerstein-wiener")}  # (results dir, config)
 
 
 def states(model: Model) -> int:
