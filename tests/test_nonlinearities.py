@@ -1,14 +1,15 @@
 """Static maps: the identity map makes a linear model; the linear_tanh map's bounded deviation, its Lipschitz
-bound, and the stack it builds."""
+bound, and the stack it builds; every map's slope sector holds the slopes it has."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from deepwiener.models import DeepWiener
-from deepwiener.nonlinearities import LinearTanh, make_nonlinearity
+from deepwiener.nonlinearities import MLP, NONLINEARITIES, Elementwise, LinearTanh, make_nonlinearity
 
 
 def _linear_tanh(gain: list[float], bias: list[float]) -> LinearTanh:
@@ -73,3 +74,46 @@ def test_identity_map_makes_the_whole_model_linear() -> None:
         rhs = 2 * (model.simulate(u1) - y0) - 3 * (model.simulate(u2) - y0)
         gap = np.abs(lhs - rhs).max() / np.abs(rhs).max()
         assert (gap < 1e-10) == linear, (nonlinearity, gap)
+
+
+def _assert_slopes_span(slopes: torch.Tensor, low: float, high: float) -> None:
+    """Finite-difference slopes (n,) lie in [low, high] (up to the difference's error) and come close to both ends
+    (the bounds are tight)."""
+    assert low - 1e-3 <= float(slopes.min()) <= low + 2e-2 and high - 2e-2 <= float(slopes.max()) <= high + 1e-3
+
+
+@pytest.mark.parametrize("name", NONLINEARITIES)
+def test_every_slope_sector_holds_the_slopes_of_its_map(name: str) -> None:
+    """Each map is its sector's form, outer @ s(inner @ (eta + b) + c) + d, and every s_i's slopes lie in the
+    sector's [low_i, high_i]; poly and glu have no sector."""
+    sigma = make_nonlinearity(name, 3).double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in sigma.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator, dtype=torch.float64))
+        sector = sigma.slope_sector()
+        if name in ("poly", "glu"):
+            assert sector is None
+            return
+        z = torch.linspace(-8, 8, 4001, dtype=torch.float64)
+        if sector.inner is None:  # elementwise: s_i is the map's channel i
+            for i in range(3):
+                eta = torch.zeros(len(z), 3, dtype=torch.float64)
+                eta[:, i] = z - sigma.bias[i]
+                _assert_slopes_span(torch.diff(sigma(eta)[:, i]) / torch.diff(z), float(sector.low[i]),
+                                    float(sector.high[i]))
+            return
+        assert isinstance(sigma, MLP)  # the perceptron: its hidden gelu units between its weights
+        eta = torch.randn(50, 3, generator=generator, dtype=torch.float64)
+        hidden = nn.functional.gelu((eta + sigma.bias) @ sector.inner.T + sigma.hidden.bias)
+        torch.testing.assert_close(sigma(eta), hidden @ sector.outer.T + sigma.out.bias)
+        slopes = torch.diff(nn.functional.gelu(z)) / torch.diff(z)
+        for low, high in zip(sector.low.tolist(), sector.high.tolist(), strict=True):
+            _assert_slopes_span(slopes, low, high)
+
+
+def test_an_activation_of_unknown_slopes_has_no_sector() -> None:
+    assert Elementwise(2, nn.Sigmoid(), 0.25).slope_sector() is None
+    assert Elementwise(2, nn.GELU(approximate="tanh"), 1.13).slope_sector() is None
+    wide = Elementwise(2, nn.ELU(alpha=2.0), 2.0).slope_sector()
+    assert wide is not None and wide.high.tolist() == [2.0, 2.0] and wide.low.tolist() == [0.0, 0.0]

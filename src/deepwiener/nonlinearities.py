@@ -111,9 +111,18 @@ class Elementwise(Nonlinearity):
         return self._lipschitz
 
     def slope_sector(self) -> SlopeSector | None:
-        """gelu's slopes lie in [1 - 1.1289, 1.1289]; elu's (alpha 1), tanh's and relu's in [0, 1]; identity's are 1."""
+        """gelu's slopes lie in [1 - 1.1289, 1.1289]; elu's in [min(0, alpha), max(1, alpha)]; tanh's and relu's in
+        [0, 1]; identity's are 1. None for another activation (gelu's tanh approximation included): slopes not
+        known here are not guessed."""
         act = self.activation
-        bounds = {nn.GELU: (GELU_MIN_SLOPE, GELU_LIPSCHITZ), nn.Identity: (1.0, 1.0)}.get(type(act), (0.0, 1.0))
+        if isinstance(act, nn.GELU):
+            bounds = (GELU_MIN_SLOPE, GELU_LIPSCHITZ) if act.approximate == "none" else None
+        elif isinstance(act, nn.ELU):
+            bounds = (min(0.0, act.alpha), max(1.0, act.alpha))
+        else:
+            bounds = {nn.Tanh: (0.0, 1.0), nn.ReLU: (0.0, 1.0), nn.Identity: (1.0, 1.0)}.get(type(act))
+        if bounds is None:
+            return None
         return SlopeSector(None, None, torch.full_like(self.bias, bounds[0]), torch.full_like(self.bias, bounds[1]))
 
     def channel_map(self) -> tuple[str, dict[str, Tensor]] | None:

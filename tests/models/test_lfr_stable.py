@@ -78,15 +78,14 @@ def test_the_iqc_norm_is_the_lmi_it_stands_for() -> None:
         A, E = model.loop_matrices()
         sector = model.phi.slope_sector()
         Et, Ft = E @ sector.outer, sector.inner @ model.F
+        R = metric_factor(model.metric)
+        P, N = R @ R.T, torch.cat([A, Et], 1)
         gaps = []
         for scale in np.logspace(-4, 4, 17):
             lam = scale * model.log_multiplier.exp()
-            R = metric_factor(model.metric)
-            P = R @ R.T
             top = CONTRACTION**2 * P + Ft.T @ ((lam * sector.low * sector.high)[:, None] * Ft)
             cross = -(lam * (sector.low + sector.high) / 2)[:, None] * Ft
             M = torch.cat([torch.cat([top, cross.T], 1), torch.cat([cross, torch.diag(lam)], 1)])
-            N = torch.cat([A, Et], 1)
             if torch.linalg.eigvalsh(M).min() > 0:  # scales where M is not definite are shrunk by iqc_norm
                 gaps.append(float(torch.linalg.eigvalsh(M - N.T @ P @ N).min()))
         assert max(gaps) >= -1e-9  # the scaled loop satisfies the LMI at some multiplier scale
